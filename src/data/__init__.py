@@ -1,0 +1,1 @@
+"""Data layer: one record type per task, validated, bad rows quarantined with a reason."""

@@ -1,0 +1,51 @@
+"""The pairwise record that every stage reads, and the A/B swap.
+
+Labels follow the Kaggle column order: 0 = model A wins, 1 = model B wins,
+2 = tie. The swap is the single place that knows how sides and labels move
+together; training augmentation and prediction averaging both call it.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+
+LABEL_NAMES = ("winner_model_a", "winner_model_b", "winner_tie")
+A_WINS, B_WINS, TIE = 0, 1, 2
+SWAP_LABEL = (B_WINS, A_WINS, TIE)
+SWAP_COLUMNS = [1, 0, 2]  # probability columns after swapping sides
+
+
+@dataclass
+class PairRecord:
+    id: str
+    prompt: list[str]
+    response_a: list[str]
+    response_b: list[str]
+    label: int | None = None
+    model_a: str | None = None
+    model_b: str | None = None
+    source: str | None = None
+    extra: dict = field(default_factory=dict)  # e.g. true probabilities of synthetic rows
+
+    @property
+    def n_turns(self) -> int:
+        return max(len(self.prompt), len(self.response_a), len(self.response_b))
+
+
+def swap(record: PairRecord) -> PairRecord:
+    """Exchange sides A and B; the label follows (A wins <-> B wins, tie stays)."""
+    return dataclasses.replace(
+        record,
+        response_a=record.response_b,
+        response_b=record.response_a,
+        model_a=record.model_b,
+        model_b=record.model_a,
+        label=None if record.label is None else SWAP_LABEL[record.label],
+    )
+
+
+def swap_probs(probs: np.ndarray) -> np.ndarray:
+    """Probabilities predicted for (B, A) expressed in the (A, B) order."""
+    return np.asarray(probs)[..., SWAP_COLUMNS]

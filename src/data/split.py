@@ -1,0 +1,58 @@
+"""Hold-out and K-fold splits grouped by prompt, stratified by label.
+
+Arena data repeats prompts (the same question asked of many model pairs); a
+prompt on both sides of a split leaks, so rows are grouped by a hash of their
+normalised prompt text. sklearn's StratifiedGroupKFold does the rest.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
+
+from .records import PairRecord
+
+
+def prompt_group(record: PairRecord) -> str:
+    text = "\x1e".join(" ".join(t.lower().split()) for t in record.prompt)
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+
+
+def fold_ids(records: list[PairRecord], n_folds: int, seed: int = 0) -> np.ndarray:
+    """fold index (0..n_folds-1) per record; deterministic from the seed."""
+    if n_folds < 2:
+        raise ValueError(f"need at least 2 folds, got {n_folds}")
+    groups = np.array([prompt_group(r) for r in records])
+    n_groups = len(set(groups))
+    if n_groups < n_folds:
+        raise ValueError(f"only {n_groups} distinct prompts: cannot make {n_folds} grouped folds")
+    labels = [r.label for r in records]
+    folds = np.empty(len(records), dtype=np.int64)
+    X = np.zeros((len(records), 1))
+    if all(lab is not None for lab in labels):
+        splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+        splits = splitter.split(X, np.array(labels), groups)
+    else:
+        # GroupKFold shuffles only in recent sklearn; permute group order ourselves.
+        rng = np.random.default_rng(seed)
+        uniq = np.unique(groups)
+        perm = dict(zip(uniq, rng.permutation(len(uniq))))
+        splits = GroupKFold(n_splits=n_folds).split(X, groups=np.array([perm[g] for g in groups]))
+    for k, (_, test_idx) in enumerate(splits):
+        folds[test_idx] = k
+    return folds
+
+
+def train_val_split(records: list[PairRecord], *, val_frac: float = 0.2, n_folds: int | None = None,
+                    fold: int = 0, seed: int = 0) -> tuple[list[int], list[int]]:
+    """Indices (train, val). With n_folds, fold `fold` is validation; else a grouped
+    hold-out of about `val_frac` (one fold of round(1/val_frac))."""
+    if n_folds is None:
+        if not 0.0 < val_frac < 1.0:
+            raise ValueError(f"val_frac must be in (0, 1), got {val_frac}")
+        n_folds, fold = max(2, round(1.0 / val_frac)), 0
+    if not 0 <= fold < n_folds:
+        raise ValueError(f"fold {fold} out of range for {n_folds} folds")
+    folds = fold_ids(records, n_folds, seed)
+    return [i for i, f in enumerate(folds) if f != fold], [i for i, f in enumerate(folds) if f == fold]

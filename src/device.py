@@ -1,0 +1,105 @@
+"""Pick the compute device and the precision to train/infer in: one place.
+
+Order: cuda > xpu > mps > cpu. Precision: bf16 where the device does bf16
+matrix math (Ampere+ CUDA, XPU, CPUs with AVX512-BF16/AMX), fp16 + a grad
+scaler on CUDA GPUs without bf16 (T4, V100), fp32 otherwise. Both are
+overridable (`--device`, `--precision` on every CLI).
+
+`python -m src.device` prints what was found as one JSON line.
+"""
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+DEVICES = ("auto", "cuda", "xpu", "mps", "cpu")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+
+
+def xpu_available() -> bool:
+    # Native torch.xpu (PyTorch >= 2.6). IPEX is never imported here: it is a
+    # retired optional extra.
+    return hasattr(torch, "xpu") and torch.xpu.is_available()
+
+
+def mps_available() -> bool:
+    return hasattr(torch.backends, "mps") and torch.backends.mps.is_available()
+
+
+@lru_cache(maxsize=1)
+def cpu_has_bf16() -> bool:
+    """True when the CPU has native bf16 dot products (AVX512-BF16 or AMX)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = f.read()
+    except OSError:
+        return platform.machine() == "arm64"  # Apple M2+ and Graviton3 have bf16
+    return any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
+
+
+def pick_device(prefer: str = "auto") -> str:
+    if prefer not in DEVICES:
+        raise ValueError(f"unknown device '{prefer}' (choose from {', '.join(DEVICES)})")
+    if prefer != "auto":
+        return prefer
+    if torch.cuda.is_available():
+        return "cuda"
+    if xpu_available():
+        return "xpu"
+    if mps_available():
+        return "mps"
+    return "cpu"
+
+
+def pick_precision(device: str, prefer: str = "auto") -> str:
+    if prefer not in PRECISIONS:
+        raise ValueError(f"unknown precision '{prefer}' (choose from {', '.join(PRECISIONS)})")
+    if prefer != "auto":
+        return prefer
+    if device == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device == "xpu":
+        return "bf16"
+    if device == "cpu":
+        return "bf16" if cpu_has_bf16() else "fp32"
+    return "fp32"
+
+
+def to_accelerate_precision(precision: str) -> str:
+    """Map our names onto accelerate's `mixed_precision` values."""
+    return {"bf16": "bf16", "fp16": "fp16", "fp32": "no"}[precision]
+
+
+def torch_dtype(precision: str) -> torch.dtype:
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+
+
+@dataclass(frozen=True)
+class DeviceChoice:
+    device: str
+    precision: str
+
+    @classmethod
+    def resolve(cls, device: str = "auto", precision: str = "auto") -> "DeviceChoice":
+        dev = pick_device(device)
+        return cls(dev, pick_precision(dev, precision))
+
+
+def describe() -> dict:
+    choice = DeviceChoice.resolve()
+    info = {"device": choice.device, "precision": choice.precision, "torch": torch.__version__}
+    if choice.device == "cuda":
+        info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    elif choice.device == "xpu":
+        info["gpus"] = [torch.xpu.get_device_name(i) for i in range(torch.xpu.device_count())]
+    else:
+        info["cpu_threads"] = torch.get_num_threads()
+    return info
+
+
+if __name__ == "__main__":
+    print(json.dumps(describe()))
