@@ -1,0 +1,1 @@
+"""One training engine for every stage: settings, batching, loop, checkpoints, plots."""

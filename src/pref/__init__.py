@@ -1,0 +1,1 @@
+"""Preference classifier: rendering, style features, encoder + head, training task."""

@@ -1,0 +1,36 @@
+"""The classifier's run config: every field is a `python -m src.train_pref` flag."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config import knob
+from ..engine.settings import TrainSettings
+
+
+@dataclass
+class PrefConfig(TrainSettings):
+    model: str = knob("minilm", "encoder: alias (minilm, distilbert, deberta-v3-small, deberta-v3-base, "
+                                "roberta-base) or HF id / local folder")
+    data: str = knob("", "training CSV/JSONL (Kaggle arena schema); empty = synthetic demo data")
+    demo_rows: int = knob(2000, "rows of synthetic demo data when --data is empty")
+    out: str = knob("", "run directory (default runs/<model>-<time>)")
+    val_frac: float = knob(0.2, "grouped hold-out fraction (when --folds is 0)")
+    folds: int = knob(0, "K for K-fold by prompt group (0 = hold-out)")
+    fold: int = knob(-1, "which fold to train with --folds K (-1 = all folds, writes out-of-fold predictions)")
+    arch: str = knob("siamese", "siamese (shared encoder per side) | cross (prompt+A+B in one sequence)",
+                     choices=["siamese", "cross"])
+    pooling: str = knob("mean", "mean | cls", choices=["mean", "cls"])
+    max_len: int = knob(256, "token budget per sequence (per side for siamese)")
+    prompt_budget: int = knob(64, "max tokens of each prompt turn (siamese) / of the prompt (cross)")
+    keep: str = knob("last", "which turns survive when a conversation overflows: last | first",
+                     choices=["last", "first"])
+    head_hidden: int = knob(256, "hidden units of the head MLP")
+    head_dropout: float = knob(0.1, "dropout in the head")
+    head_lr_mult: float = knob(20.0, "head learning rate = lr * this (a fresh head learns faster than the encoder)")
+    style_features: bool = knob(True, "feed length/markdown/refusal features of both responses to the head")
+    swap_aug: bool = knob(True, "train on both A/B orders of every pair (and average both at prediction)")
+    calibrate: bool = knob(True, "fit a temperature on the validation split")
+    eval_max_tokens: int = knob(16384, "padded tokens per inference batch (length-sorted batching)")
+    gradient_checkpointing: bool = knob(False, "recompute activations in backward to save memory")
+    trust_remote_code: bool = knob(False, "allow model repos with custom code (off unless you trust it)")
+    max_rows: int = knob(0, "use only the first N rows of the data (0 = all); for quick trials")

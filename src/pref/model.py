@@ -1,0 +1,82 @@
+"""Encoder + head for A/B/tie preference.
+
+Siamese (default): one shared encoder reads side A and side B (prompt + that
+response) in ONE forward pass (the two sides stacked along the batch); pooled
+vectors a, b feed a head on [a, b, a-b, a*b] (+ style features) -> 3 logits.
+Because a and b do not depend on the order, the head is evaluated on (a, b)
+and on (b, a) from the same encoder pass: swap augmentation in training and
+swap averaging at prediction cost one extra tiny MLP call, not a second pass.
+
+Cross: the encoder reads `prompt + A + B` as one sequence; the swapped order
+is a second sequence in the same batch.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .features import N_FEATURES
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
+    if how == "cls":
+        return hidden[:, 0]
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+class PrefModel(nn.Module):
+    def __init__(self, encoder: nn.Module, *, arch: str = "siamese", pooling: str = "mean",
+                 head_hidden: int = 256, dropout: float = 0.1, style: bool = True):
+        super().__init__()
+        if arch not in ("siamese", "cross"):
+            raise ValueError(f"arch must be siamese or cross, got {arch!r}")
+        if pooling not in ("mean", "cls"):
+            raise ValueError(f"pooling must be mean or cls, got {pooling!r}")
+        self.encoder, self.arch, self.pooling, self.use_style = encoder, arch, pooling, style
+        hidden = encoder.config.hidden_size
+        self.head_in = (4 * hidden if arch == "siamese" else hidden) + (3 * N_FEATURES if style else 0)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.head_in, head_hidden), nn.GELU(),
+                                  nn.Dropout(dropout), nn.Linear(head_hidden, 3))
+        # Standardisation of the style features, fitted on the training split and saved with the weights.
+        self.register_buffer("style_mean", torch.zeros(N_FEATURES))
+        self.register_buffer("style_std", torch.ones(N_FEATURES))
+
+    def set_style_stats(self, feats: torch.Tensor) -> None:
+        flat = feats.reshape(-1, N_FEATURES).float()
+        self.style_mean.copy_(flat.mean(0))
+        self.style_std.copy_(flat.std(0).clamp(min=1e-3))
+
+    def head_input(self, a: torch.Tensor, b: torch.Tensor | None, fa: torch.Tensor | None,
+                   fb: torch.Tensor | None) -> torch.Tensor:
+        """siamese: [a, b, a-b, a*b, fa, fb, fa-fb]; cross: [h, fa, fb, fa-fb]."""
+        parts = [a, b, a - b, a * b] if b is not None else [a]
+        if self.use_style:
+            parts += [fa, fb, fa - fb]
+        return torch.cat([p.to(a.dtype) for p in parts], dim=-1)
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask)
+        return pool(out.last_hidden_state, attention_mask, self.pooling)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, style: torch.Tensor | None = None,
+                both_orders: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits for the (A, B) order and, when `both_orders`, for (B, A).
+
+        siamese: rows [0, n) are side A, [n, 2n) side B.
+        cross:   rows [0, n) are A-first sequences, [n, 2n) B-first (present iff both_orders).
+        """
+        h = self.encode(input_ids, attention_mask)
+        n = style.shape[0] if style is not None else (h.shape[0] // 2 if self.arch == "siamese" or both_orders else h.shape[0])
+        fa = fb = None
+        if self.use_style:
+            z = (style.to(h.dtype) - self.style_mean.to(h.dtype)) / self.style_std.to(h.dtype)
+            fa, fb = z[:, 0], z[:, 1]
+        if self.arch == "siamese":
+            a, b = h[:n], h[n:]
+            ab = self.head(self.head_input(a, b, fa, fb))
+            ba = self.head(self.head_input(b, a, fb, fa)) if both_orders else None
+        else:
+            ab = self.head(self.head_input(h[:n], None, fa, fb))
+            ba = self.head(self.head_input(h[n:], None, fb, fa)) if both_orders else None
+        return ab.float(), None if ba is None else ba.float()

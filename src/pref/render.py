@@ -1,0 +1,124 @@
+"""Turn pair records into token ids: per side (siamese) or one sequence (cross).
+
+Every turn is tokenised once, without special tokens, in one batched call to
+the fast tokenizer; sides are then assembled from those pieces under a token
+budget. Budgets:
+  * each prompt turn keeps at most `prompt_budget` tokens (its end: the question
+    usually closes the turn), each response turn at most what is left;
+  * when the conversation does not fit, the LAST turns are kept (left
+    truncation of history) rather than cutting the end of the final answer.
+
+Why assembled by hand: the tokenizer's own truncation cuts one flat string and
+cannot keep the last turns of a multi-turn chat or budget segments separately.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..data.records import PairRecord
+
+PROMPT_MARK, RESPONSE_MARK = "prompt:", "response:"  # plain words: every vocab has them
+
+
+@dataclass
+class Budget:
+    max_len: int = 256
+    prompt_budget: int = 64
+    keep: str = "last"  # "last": keep the last turns when a side overflows; "first": the first
+
+
+class TurnTokenizer:
+    """Caches ids of markers and special tokens for one tokenizer."""
+
+    def __init__(self, tokenizer):
+        self.tok = tokenizer
+        enc = lambda s: tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+        self.prompt_mark, self.response_mark = enc(PROMPT_MARK), enc(RESPONSE_MARK)
+        self.a_mark, self.b_mark = enc("answer a:"), enc("answer b:")
+        self.cls = [tokenizer.cls_token_id] if tokenizer.cls_token_id is not None else (
+            [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else [])
+        sep = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+        self.sep = [sep] if sep is not None else []
+
+    def encode_many(self, texts: list[str], max_chars: int, keep_end: list[bool]) -> list[list[int]]:
+        # Characters beyond ~max_chars cannot survive the token budget anyway;
+        # cutting first keeps tokenisation of huge cells cheap. Prompts keep
+        # their end (the question), responses their start.
+        clipped = [t[-max_chars:] if end else t[:max_chars] for t, end in zip(texts, keep_end)]
+        return self.tok(clipped, add_special_tokens=False)["input_ids"] if clipped else []
+
+
+def _fit_side(prompt: list[list[int]], resp: list[list[int]], tt: TurnTokenizer, b: Budget) -> list[int]:
+    """[CLS] prompt: p1 response: r1 ... [SEP], within b.max_len, by the keep policy."""
+    room = b.max_len - len(tt.cls) - len(tt.sep)
+    n = max(len(prompt), len(resp))
+    pieces: list[list[int]] = []
+    order = range(n - 1, -1, -1) if b.keep == "last" else range(n)
+    for i in order:
+        p = prompt[i][-b.prompt_budget:] if i < len(prompt) else []
+        r = resp[i] if i < len(resp) else []
+        turn = tt.prompt_mark + p + tt.response_mark
+        if len(turn) >= room:  # not even the question fits: keep its end
+            if not pieces:
+                pieces.append(turn[-room:])
+            break
+        turn = turn + r[:room - len(turn)]
+        pieces.append(turn)
+        room -= len(turn)
+        if room <= len(tt.prompt_mark) + len(tt.response_mark):
+            break
+    if b.keep == "last":
+        pieces.reverse()
+    return tt.cls + [t for piece in pieces for t in piece] + tt.sep
+
+
+def _cross(prompt: list[list[int]], a: list[list[int]], b_: list[list[int]], tt: TurnTokenizer, b: Budget) -> list[int]:
+    """[CLS] prompt [SEP] answer a: A [SEP] answer b: B [SEP]; each segment keeps its
+    last tokens (last turns) within its budget; A and B share what the prompt leaves."""
+    flat = lambda turns: [t for turn in turns for t in turn]  # noqa: E731
+    fixed = len(tt.cls) + 3 * len(tt.sep) + len(tt.a_mark) + len(tt.b_mark)
+    p = flat(prompt)
+    p = p[-b.prompt_budget:] if b.keep == "last" else p[:b.prompt_budget]
+    each = (b.max_len - fixed - len(p)) // 2
+    ra, rb = flat(a), flat(b_)
+
+    def cut(x: list[int], k: int) -> list[int]:
+        return (x[-k:] if b.keep == "last" else x[:k]) if len(x) > k else x
+    ra_c, rb_c = cut(ra, each), cut(rb, each)
+    # give budget one side does not use to the other
+    spare = b.max_len - fixed - len(p) - len(ra_c) - len(rb_c)
+    if spare > 0:
+        ra_c = cut(ra, len(ra_c) + spare) if len(ra) > len(ra_c) else ra_c
+        spare = b.max_len - fixed - len(p) - len(ra_c) - len(rb_c)
+        rb_c = cut(rb, len(rb_c) + spare) if len(rb) > len(rb_c) else rb_c
+    return tt.cls + p + tt.sep + tt.a_mark + ra_c + tt.sep + tt.b_mark + rb_c + tt.sep
+
+
+def tokenize_records(records: list[PairRecord], tokenizer, budget: Budget, arch: str = "siamese",
+                     *, swapped_too: bool = False) -> dict[str, list[list[int]]]:
+    """ids per record. siamese: {"a": [...], "b": [...]}; cross: {"ab": [...]} and,
+    with swapped_too, {"ba": [...]} (the B-first order, for swap augmentation/TTA)."""
+    tt = TurnTokenizer(tokenizer)
+    max_chars = budget.max_len * 12
+    texts, keep_end, spans = [], [], []
+    for r in records:
+        start = len(texts)
+        texts += r.prompt + r.response_a + r.response_b
+        keep_end += [True] * len(r.prompt) + [False] * (len(r.response_a) + len(r.response_b))
+        spans.append((start, len(r.prompt), len(r.response_a), len(r.response_b)))
+    ids = tt.encode_many(texts, max_chars, keep_end)
+    out: dict[str, list[list[int]]] = {"a": [], "b": []} if arch == "siamese" else {"ab": [], "ba": []}
+    for start, np_, na, nb in spans:
+        p = ids[start:start + np_]
+        a = ids[start + np_:start + np_ + na]
+        bb = ids[start + np_ + na:start + np_ + na + nb]
+        if arch == "siamese":
+            out["a"].append(_fit_side(p, a, tt, budget))
+            out["b"].append(_fit_side(p, bb, tt, budget))
+        else:
+            out["ab"].append(_cross(p, a, bb, tt, budget))
+            if swapped_too:
+                out["ba"].append(_cross(p, bb, a, tt, budget))
+    if arch != "siamese" and not swapped_too:
+        del out["ba"]
+    return out

@@ -1,0 +1,86 @@
+"""The classifier as an engine Task: batches, loss, evaluation, best checkpoint."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config import save_yaml
+from ..data.records import SWAP_LABEL
+from ..engine.checkpoint import save_weights
+from .config import PrefConfig
+from .infer import PairEncoding, average_probs, collate, fit_temperature, log_loss, predict_logits
+
+SWAP_LABEL_T = torch.tensor(SWAP_LABEL)
+
+
+class PrefTask:
+    monitor, monitor_mode = "val_log_loss", "min"
+
+    def __init__(self, cfg: PrefConfig, train: PairEncoding, val: PairEncoding, tokenizer, device_type: str):
+        self.cfg, self.train, self.val, self.tokenizer = cfg, train, val, tokenizer
+        self.pad_multiple = 8 if device_type in ("cuda", "xpu") else 1  # tensor-core friendly widths on GPUs
+        self.temperature = 1.0
+        self.last_val: tuple[np.ndarray, np.ndarray | None] | None = None
+
+    # -- training ---------------------------------------------------------------
+    def lengths(self) -> list[int]:
+        return self.train.lengths().tolist()
+
+    def collate(self, indices: list[int]) -> dict:
+        return collate(self.train, indices, self.cfg.swap_aug, self.pad_multiple)
+
+    def count(self, batch: dict) -> int:
+        return int(batch["labels"].shape[0])
+
+    def loss(self, model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        ab, ba = model(batch["input_ids"], batch["attention_mask"], batch["style"], both_orders=batch["both_orders"])
+        y = batch["labels"]
+        loss = F.cross_entropy(ab, y, reduction="sum")
+        if ba is not None:  # swap augmentation: the B-first order must predict the swapped label
+            loss = 0.5 * (loss + F.cross_entropy(ba, SWAP_LABEL_T.to(y.device)[y], reduction="sum"))
+        return loss, torch.tensor(float(len(y)))
+
+    def stats(self, batch: dict) -> tuple[int, int, int]:
+        m = batch["attention_mask"]
+        return int(batch["labels"].shape[0]), int(m.sum()), int(m.numel())
+
+    # -- evaluation ---------------------------------------------------------------
+    def predict(self, model, accelerator, enc: PairEncoding) -> tuple[np.ndarray, np.ndarray | None]:
+        """Each process predicts its share of rows; results are gathered in row order."""
+        from accelerate.utils import gather_object
+        rank, world = accelerator.process_index, accelerator.num_processes
+        rows = list(range(rank, len(enc), world))
+        ab, ba = predict_logits(model, enc, device=accelerator.device, max_tokens=self.cfg.eval_max_tokens,
+                                both_orders=self.cfg.swap_aug, indices=rows)
+        if world == 1:
+            return ab, ba
+        parts = gather_object([(rows, ab, ba)])
+        out_ab = np.zeros((len(enc), 3), dtype=np.float32)
+        out_ba = np.zeros((len(enc), 3), dtype=np.float32) if ba is not None else None
+        for r, a, b in parts:
+            out_ab[r] = a
+            if out_ba is not None:
+                out_ba[r] = b
+        return out_ab, out_ba
+
+    def evaluate(self, model, accelerator) -> dict[str, float]:
+        ab, ba = self.predict(model, accelerator, self.val)
+        y = self.val.labels
+        raw = average_probs(ab, ba)
+        t = fit_temperature(ab, ba, y) if self.cfg.calibrate else 1.0
+        cal = average_probs(ab, ba, t)
+        self.temperature, self.last_val = t, (ab, ba)
+        return {"val_log_loss": log_loss(cal, y), "val_log_loss_uncalibrated": log_loss(raw, y),
+                "val_accuracy": float((cal.argmax(1) == y).mean()), "temperature": t}
+
+    def save_best(self, model, folder: Path) -> None:
+        """What prediction needs, and nothing it would have to download."""
+        save_weights(model, folder / "model.safetensors")
+        model.encoder.config.save_pretrained(folder / "encoder")
+        self.tokenizer.save_pretrained(folder / "tokenizer")
+        save_yaml(self.cfg, folder / "config.yaml")
+        (folder / "calibration.json").write_text(json.dumps({"temperature": self.temperature}) + "\n")

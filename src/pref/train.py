@@ -1,0 +1,193 @@
+"""One classifier run: data -> split -> encoder + head -> engine -> run dir.
+
+`run(cfg)` is what the CLI and the sweep call. It writes, in the run dir:
+config.yaml, data_report.json, metrics.jsonl, metrics.json, checkpoint/
+(best/ for prediction, last/ for --resume), val_predictions.csv, plots/.
+With `folds=K, fold=-1` it trains every fold in fold<i>/ and writes
+out-of-fold predictions and the CV log loss at the top.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..config import atomic_write_text, save_yaml
+from ..data.arena import read_pairs, write_report
+from ..data.records import LABEL_NAMES, PairRecord
+from ..data.split import fold_ids, train_val_split
+from ..engine import plots
+from ..engine.batching import pad_fraction, plan_batches
+from ..engine.loop import make_accelerator, train
+from ..pref.checkpoint import build_pref_model, load_pref_checkpoint
+from .config import PrefConfig
+from .infer import average_probs, encode_pairs, log_loss
+from .registry import is_deberta, load_encoder
+from .task import PrefTask
+
+
+def default_run_dir(cfg: PrefConfig) -> Path:
+    return Path("runs") / f"{Path(cfg.model).name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def load_records(cfg: PrefConfig, run_dir: Path) -> list[PairRecord]:
+    from ..data.synthetic import demo_csv
+    path = cfg.data or str(demo_csv(cfg.demo_rows, seed=cfg.seed))
+    result = read_pairs(path)
+    write_report(result, run_dir / "data_report.json")
+    records = [r for r in result.records if r.label is not None]
+    if len(records) < len(result.records):
+        raise SystemExit(f"{path}: {len(result.records) - len(records)} rows have no label: "
+                         "training needs winner_model_a/winner_model_b/winner_tie")
+    if result.quarantine:
+        print(f"[data] {path}: {len(result.quarantine)} of {result.rows} rows quarantined "
+              f"(see {run_dir / 'data_report.json'})")
+    if cfg.max_rows:
+        records = records[:cfg.max_rows]
+    if len(records) < 10:
+        raise SystemExit(f"{path}: only {len(records)} usable labelled rows; need at least 10")
+    return records
+
+
+def build(cfg: PrefConfig):
+    torch.manual_seed(cfg.seed)  # the head's initialisation is part of the run's config
+    encoder, tokenizer = load_encoder(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    if cfg.gradient_checkpointing:
+        encoder.gradient_checkpointing_enable()
+    model = build_pref_model(encoder, cfg)
+    model.lr_multipliers = {"head.": cfg.head_lr_mult}
+    return model, tokenizer
+
+
+def _write_predictions(path: Path, records: list[PairRecord], probs: np.ndarray) -> None:
+    df = pd.DataFrame(probs, columns=list(LABEL_NAMES))
+    df.insert(0, "id", [r.id for r in records])
+    df["label"] = [r.label for r in records]
+    atomic_write_text(path, df.to_csv(index=False))
+
+
+def train_split(cfg: PrefConfig, records: list[PairRecord], train_idx: list[int], val_idx: list[int],
+                run_dir: Path, *, resume: bool = False, trial_hook=None) -> dict:
+    """Train on train_idx, validate on val_idx; returns the final metrics dict."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_yaml(cfg, run_dir / "config.yaml", header=f"# python -m src.train_pref --config {run_dir / 'config.yaml'}")
+    accelerator, choice = make_accelerator(cfg)
+    if choice.precision == "fp16" and is_deberta(cfg.model):
+        raise SystemExit("DeBERTa-v3 overflows in fp16: use --precision bf16 or --precision fp32")
+    model, tokenizer = build(cfg)
+    enc_kw = dict(arch=cfg.arch, max_len=cfg.max_len, prompt_budget=cfg.prompt_budget, keep=cfg.keep)
+    train_enc = encode_pairs([records[i] for i in train_idx], tokenizer, both_orders=cfg.swap_aug, **enc_kw)
+    val_enc = encode_pairs([records[i] for i in val_idx], tokenizer, both_orders=cfg.swap_aug, **enc_kw)
+    model.set_style_stats(torch.from_numpy(train_enc.style))
+    task = PrefTask(cfg, train_enc, val_enc, tokenizer, accelerator.device.type)
+    accelerator.print(f"[run] {run_dir}: {len(train_idx)} train / {len(val_idx)} val pairs, "
+                      f"{choice.device} {choice.precision}, {cfg.model} {cfg.arch}")
+    progress = train(cfg, task, model, run_dir, accelerator, resume=resume, trial_hook=trial_hook)
+    if not progress.done:  # stopped early on purpose (--stop-after-steps): resume later
+        return {"stopped_at_step": progress.step}
+
+    # Final metrics from the best checkpoint, re-predicted so files and numbers agree.
+    best, _, _, temperature = load_pref_checkpoint(run_dir)
+    best.to(accelerator.device)
+    ab, ba = task.predict(best, accelerator, val_enc)
+    y = val_enc.labels
+    probs, raw = average_probs(ab, ba, temperature), average_probs(ab, ba)
+    plan = plan_batches(task.lengths(), cfg.batch_size, seed=cfg.seed, epoch=0)
+    metrics = {
+        "val_log_loss": log_loss(probs, y), "val_log_loss_uncalibrated": log_loss(raw, y),
+        "val_accuracy": float((probs.argmax(1) == y).mean()), "temperature": temperature,
+        "best_step": progress.best_step, "steps": progress.step,
+        "train_pairs_per_s": progress.examples / max(progress.train_seconds, 1e-9),
+        "train_tokens_per_s": progress.real_tokens / max(progress.train_seconds, 1e-9),
+        "pad_fraction": 1.0 - progress.real_tokens / max(progress.padded_tokens, 1),
+        "planned_pad_fraction": pad_fraction(task.lengths(), plan),
+        "n_train": len(train_idx), "n_val": len(val_idx),
+        "val_log_loss_class_prior": _prior_log_loss(train_enc.labels, y),
+    }
+    bayes = _bayes_log_loss([records[i] for i in val_idx])
+    if bayes is not None:
+        metrics["val_bayes_log_loss"] = bayes
+    if accelerator.is_main_process:
+        _write_predictions(run_dir / "val_predictions.csv", [records[i] for i in val_idx], probs)
+        atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        ref = {"class prior": metrics["val_log_loss_class_prior"]}
+        if bayes is not None:
+            ref["best possible"] = bayes
+        plots.loss_curves(run_dir / "metrics.jsonl", run_dir / "plots" / "loss_curves.png", reference=ref)
+        plots.reliability(probs, y, run_dir / "plots" / "reliability.png")
+        plots.confusion(probs, y, run_dir / "plots" / "confusion_matrix.png")
+    accelerator.print(f"[done] val_log_loss {metrics['val_log_loss']:.4f} (uncalibrated "
+                      f"{metrics['val_log_loss_uncalibrated']:.4f}, prior {metrics['val_log_loss_class_prior']:.4f}), "
+                      f"accuracy {metrics['val_accuracy']:.3f}, {metrics['train_pairs_per_s']:.1f} pairs/s -> {run_dir}")
+    return metrics
+
+
+def _prior_log_loss(train_labels: np.ndarray, val_labels: np.ndarray) -> float:
+    prior = np.bincount(train_labels, minlength=3) / len(train_labels)
+    return log_loss(np.tile(prior, (len(val_labels), 1)), val_labels)
+
+
+def _bayes_log_loss(records: list[PairRecord]) -> float | None:
+    """Synthetic data carries its true probabilities: the best achievable loss."""
+    try:
+        p = np.array([[float(r.extra[k]) for k in ("p_a", "p_b", "p_tie")] for r in records])
+    except (KeyError, ValueError):
+        return None
+    return log_loss(p, np.array([r.label for r in records]))
+
+
+def run(cfg: PrefConfig, *, resume: bool = False, trial_hook=None) -> dict:
+    run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
+    if not cfg.out:
+        cfg.out = str(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    records = load_records(cfg, run_dir)
+    if cfg.folds and cfg.fold >= 0:
+        tr, va = train_val_split(records, n_folds=cfg.folds, fold=cfg.fold, seed=cfg.seed)
+        return train_split(cfg, records, tr, va, run_dir, resume=resume, trial_hook=trial_hook)
+    if not cfg.folds:
+        tr, va = train_val_split(records, val_frac=cfg.val_frac, seed=cfg.seed)
+        return train_split(cfg, records, tr, va, run_dir, resume=resume, trial_hook=trial_hook)
+    return run_all_folds(cfg, records, run_dir, resume=resume)
+
+
+def run_all_folds(cfg: PrefConfig, records: list[PairRecord], run_dir: Path, *, resume: bool) -> dict:
+    from dataclasses import replace
+    folds = fold_ids(records, cfg.folds, cfg.seed)
+    save_yaml(cfg, run_dir / "config.yaml", header=f"# python -m src.train_pref --config {run_dir / 'config.yaml'}")
+    oof = np.full((len(records), 3), np.nan)
+    per_fold = []
+    for k in range(cfg.folds):
+        fold_dir = run_dir / f"fold{k}"
+        if resume and (fold_dir / "metrics.json").exists():
+            m = json.loads((fold_dir / "metrics.json").read_text())
+        else:
+            tr = [i for i, f in enumerate(folds) if f != k]
+            va = [i for i, f in enumerate(folds) if f == k]
+            m = train_split(replace(cfg, fold=k, out=str(fold_dir)), records, tr, va, fold_dir, resume=resume)
+            if "stopped_at_step" in m:
+                return m
+        per_fold.append(m)
+        pred = pd.read_csv(fold_dir / "val_predictions.csv", dtype={"id": str})
+        pos = {r.id: i for i, r in enumerate(records)}
+        oof[[pos[i] for i in pred["id"]]] = pred[list(LABEL_NAMES)].to_numpy()
+    y = np.array([r.label for r in records])
+    metrics = {"cv_log_loss": log_loss(oof, y), "cv_accuracy": float((oof.argmax(1) == y).mean()),
+               "fold_val_log_loss": [m["val_log_loss"] for m in per_fold],
+               "train_pairs_per_s": float(np.mean([m["train_pairs_per_s"] for m in per_fold])),
+               "folds": cfg.folds}
+    metrics["val_log_loss"] = metrics["cv_log_loss"]
+    _write_predictions(run_dir / "oof_predictions.csv", records, oof)
+    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    print(f"[cv] {cfg.folds}-fold log loss {metrics['cv_log_loss']:.4f} "
+          f"(folds: {', '.join(f'{v:.4f}' for v in metrics['fold_val_log_loss'])})")
+    return metrics
+
+
+def steps_per_epoch(n_train: int, cfg: PrefConfig) -> int:
+    return math.ceil(math.ceil(n_train / cfg.batch_size) / cfg.grad_accum)

@@ -1,0 +1,44 @@
+"""Train the A/B/tie preference classifier.
+
+    python -m src.train_pref --model minilm                      # synthetic demo data, offline
+    python -m src.train_pref --model distilbert --data data/lmsys/train.csv --folds 5 --fold 0
+    python -m src.train_pref --config configs/pref/minilm.yaml --epochs 3
+    python -m src.train_pref --out runs/x --resume               # continue an interrupted run
+    accelerate launch --config_file configs/accelerate/ddp.yaml -m src.train_pref --model deberta-v3-base ...
+
+Every PrefConfig field is a flag (see --help); precedence: defaults < --config YAML < flags.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .config import add_config_args, from_dict, load_yaml, resolve
+from .pref.config import PrefConfig
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[PrefConfig, bool]:
+    ap = argparse.ArgumentParser(prog="python -m src.train_pref", description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("--config", help="YAML of PrefConfig fields (e.g. configs/pref/minilm.yaml or a run's config.yaml)")
+    ap.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    add_config_args(ap, PrefConfig)
+    args = ap.parse_args(argv)
+    if args.resume and not args.out and not args.config:
+        ap.error("--resume needs --out RUN_DIR (or --config RUN_DIR/config.yaml)")
+    return resolve(PrefConfig, args.config, args), args.resume
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .pref.train import run
+    try:
+        cfg, resume = parse_args(argv)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    run(cfg, resume=resume)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
