@@ -40,10 +40,17 @@ class _Report:
     dropped: Counter = field(default_factory=Counter)
     modified: int = 0
     details: Counter = field(default_factory=Counter)
+    dropped_ids: dict = field(default_factory=dict)
 
-    def entry(self, kept: list) -> Entry:
+    def drop(self, reason: str, ep: ChatEpisode) -> None:
+        self.dropped[reason] += 1
+        self.dropped_ids.setdefault(reason, []).append(ep.id)
+
+    def entry(self, kept: list, n_examples: int = 5) -> Entry:
         out = {"filter": self.name, "in": self.n_in, "out": len(kept), "dropped": dict(self.dropped.most_common()),
-               "modified": self.modified, "details": dict(self.details)}
+               "modified": self.modified, "details": dict(self.details),
+               # a few ids per reason (the smallest, so the sample does not depend on order), to go and look at
+               "examples": {r: sorted(ids)[:n_examples] for r, ids in self.dropped_ids.items()}}
         if self.n_in != out["out"] + sum(self.dropped.values()):
             raise AssertionError(f"filter {self.name}: counts do not add up: {out}")
         return out
@@ -89,7 +96,7 @@ def source_drop(episodes: list[ChatEpisode], cfg: SourceDropConfig, seed: int) -
     rep, kept = _Report("source_drop", len(episodes)), []
     for ep in episodes:
         if ep.source in cfg.sources:
-            rep.dropped[f"source_dropped:{ep.source}"] += 1
+            rep.drop(f"source_dropped:{ep.source}", ep)
         else:
             kept.append(ep)
     return kept, rep.entry(kept)
@@ -125,7 +132,7 @@ def source_cap(episodes: list[ChatEpisode], cfg: SourceCapConfig, seed: int) -> 
     rep, kept = _Report("source_cap", len(episodes)), []
     for i, ep in enumerate(episodes):
         if i in drop:
-            rep.dropped[f"source_capped:{ep.source}"] += 1
+            rep.drop(f"source_capped:{ep.source}", ep)
         else:
             kept.append(ep)
     return kept, rep.entry(kept)
@@ -179,7 +186,7 @@ def junk(episodes: list[ChatEpisode], cfg: JunkConfig, seed: int) -> tuple[list[
         rep.details["strings_removed"] += n
         turns = [t for t in turns if t.text.strip()]
         if not _has_bot_text(turns):
-            rep.dropped["empty_after_cleaning"] += 1
+            rep.drop("empty_after_cleaning", ep)
             continue
         rep.modified += 1
         kept.append(_with_turns(ep, turns, persona=persona, scenario=scenario))
@@ -230,7 +237,7 @@ def repeats(episodes: list[ChatEpisode], cfg: RepeatsConfig, seed: int) -> tuple
         else:
             new = _remove_turns(ep, bad, cfg.action)
         if new is None:
-            rep.dropped["repeated_chars"] += 1
+            rep.drop("repeated_chars", ep)
         else:
             rep.modified += 1
             kept.append(new)
@@ -280,7 +287,7 @@ def script(episodes: list[ChatEpisode], cfg: ScriptConfig, seed: int) -> tuple[l
         new = _remove_turns(ep, bad, cfg.action)
         rep.details["turns_non_target"] += len(bad)
         if new is None:
-            rep.dropped["non_target_script"] += 1
+            rep.drop("non_target_script", ep)
             continue
         rep.modified += new is not ep
         kept.append(new)
@@ -317,7 +324,7 @@ def markup(episodes: list[ChatEpisode], cfg: MarkupConfig, seed: int) -> tuple[l
         if not odd:
             kept.append(ep)
         elif cfg.action == "drop":
-            rep.dropped["unbalanced_markup"] += 1
+            rep.drop("unbalanced_markup", ep)
         else:
             turns = [Turn(t.role, _repair(t.text, cfg.chars), t.name) if i in odd else t for i, t in enumerate(ep.turns)]
             rep.modified += 1
@@ -419,13 +426,13 @@ def dedup(episodes: list[ChatEpisode], cfg: DedupConfig, seed: int) -> tuple[lis
         for i in range(len(episodes)):
             if i not in winners:
                 keep.discard(i)
-                rep.dropped["exact_duplicate"] += 1
+                rep.drop("exact_duplicate", episodes[i])
     if cfg.prefix:
         proper = {h for i in keep for h in chains[i][:-1]}
         for i in sorted(keep):
             if chains[i] and chains[i][-1] in proper:
                 keep.discard(i)
-                rep.dropped["prefix_of_longer"] += 1
+                rep.drop("prefix_of_longer", episodes[i])
     kept = [ep for i, ep in enumerate(episodes) if i in keep]
     return kept, rep.entry(kept)
 
@@ -474,7 +481,7 @@ def short_response(episodes: list[ChatEpisode], cfg: ShortResponseConfig, seed: 
     rep, kept = _Report("short_response", len(episodes)), []
     for ep in episodes:
         if coin(seed, "short_response", ep.id) < short_drop_probability(median_bot_words(ep), cfg):
-            rep.dropped["short_responses"] += 1
+            rep.drop("short_responses", ep)
         else:
             kept.append(ep)
     return kept, rep.entry(kept)
@@ -515,7 +522,7 @@ def keywords(episodes: list[ChatEpisode], cfg: KeywordsConfig, seed: int) -> tup
                 if reason is None and coin(seed, "keywords", name, ep.id) < p:
                     reason = f"keyword:{name}"
         if reason:
-            rep.dropped[reason] += 1
+            rep.drop(reason, ep)
         else:
             kept.append(ep)
     return kept, rep.entry(kept)
