@@ -135,11 +135,16 @@ class TemplateError(ValueError):
 
 
 def _messages(ep: ChatEpisode) -> list[dict]:
-    msgs: list[dict] = []
-    system = "\n".join(s for s in (ep.persona.strip(), ep.scenario.strip()) if s)
-    if system:
-        msgs.append({"role": "system", "content": system})
-    for t in ep.turns[:_last_bot_index(ep) + 1]:
+    """System (persona + scenario), then alternating user/assistant messages. Leading bot
+    turns (a character's greeting) go into the system message as context: a template
+    cannot render an assistant message with nothing before it, and many insist that a
+    user speaks first."""
+    turns = ep.turns[:_last_bot_index(ep) + 1]
+    first_user = next((i for i, t in enumerate(turns) if t.role != BOT), len(turns))
+    greeting = [f"{ep.speaker(t) or 'Assistant'}: {t.text}" for t in turns[:first_user]]
+    system = "\n".join(s for s in (ep.persona.strip(), ep.scenario.strip(), *greeting) if s)
+    msgs: list[dict] = [{"role": "system", "content": system}] if system else []
+    for t in turns[first_user:]:
         role = "assistant" if t.role == BOT else "user"
         if msgs and msgs[-1]["role"] == role:  # many templates insist on alternation: merge
             msgs[-1] = {"role": role, "content": msgs[-1]["content"] + "\n" + t.text}
@@ -152,7 +157,13 @@ def _chat_segments(ep: ChatEpisode, tokenizer: Any, train_on: str) -> list[Segme
     """Render message by message; each message's segment is the text it adds to the
     previous render, and a bot message is split at the generation prompt."""
     msgs = _messages(ep)
-    render = lambda k, gen=False: tokenizer.apply_chat_template(msgs[:k], tokenize=False, add_generation_prompt=gen)
+    if not any(m["role"] == "assistant" for m in msgs):
+        return []
+
+    def render(k: int, gen: bool = False) -> str:
+        if k == 0:
+            return ""
+        return tokenizer.apply_chat_template(msgs[:k], tokenize=False, add_generation_prompt=gen)
     last = max(k for k, m in enumerate(msgs) if m["role"] == "assistant")
     segs, prev = [], ""
     for k, m in enumerate(msgs):
@@ -187,14 +198,30 @@ def render_segments(ep: ChatEpisode, tokenizer: Any, cfg: TokenizeConfig) -> lis
     return _plain_segments(ep, cfg.format, cfg.train_on)
 
 
-def render_prompt(ep: ChatEpisode, tokenizer: Any, cfg: TokenizeConfig) -> str:
-    """The text a model continues to produce the next bot turn: the whole episode
-    as context plus the bot prefix. The generation stage calls this."""
+def _prompt_segments(ep: ChatEpisode, tokenizer: Any, cfg: TokenizeConfig) -> list[Segment]:
     from ..data.chat import Turn
     probe = ChatEpisode(**{**ep.__dict__, "turns": list(ep.turns) + [Turn(BOT, "")]})
     segs = render_segments(probe, tokenizer, cfg)
+    if not segs:
+        raise ValueError(f"episode {ep.id}: nothing to continue (a chat template needs a user turn first)")
     last = segs[-1].turn
-    return "".join(s.text for s in segs if not (s.turn == last and s.trainable))
+    return [s for s in segs if not (s.turn == last and s.trainable)]
+
+
+def render_prompt(ep: ChatEpisode, tokenizer: Any, cfg: TokenizeConfig) -> str:
+    """The text a model continues to produce the next bot turn: the whole episode as
+    context plus the bot prefix (or the template's generation prompt). `ep` should end
+    with the user turn to answer (a chat template merges consecutive bot turns)."""
+    return "".join(s.text for s in _prompt_segments(ep, tokenizer, cfg))
+
+
+def encode_prompt(ep: ChatEpisode, tokenizer: Any, cfg: TokenizeConfig) -> list[int]:
+    """Prompt ids for generation, tokenised segment by segment exactly as in training.
+    Tokenising `render_prompt(...)` in one go can merge tokens across segment
+    boundaries and hand the model a prompt it never saw in training."""
+    texts = [s.text for s in _prompt_segments(ep, tokenizer, cfg)]
+    ids = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"] if texts else []
+    return _bos_ids(tokenizer, cfg) + [i for seg in ids for i in seg]
 
 
 # --- tokenising one episode ------------------------------------------------------------------
