@@ -207,7 +207,8 @@ def test_repeats_collapse_and_drop():
     (c,), entry = run("repeats", [e])
     assert c.turns[1].text == "What!?... noooo... ok!!" and entry["modified"] == 1
     assert run("repeats", [e], action="drop_episode")[1]["dropped"] == {"repeated_chars": 1}
-    assert run("repeats", [ep("n", "q", "In 1000000 years... fine.")])[1]["modified"] == 0  # digits, '...'
+    for fine in ("In 1000000 years... fine.", "Really...? Well...,", "Hmm..."):  # digits, ellipses
+        assert run("repeats", [ep("n", "q", fine)])[1]["modified"] == 0, fine
 
 
 def test_script_drops_foreign_turns():
@@ -232,6 +233,12 @@ def test_markup_drop_or_repair():
     (r, _), entry = run("markup", [bad, ok], action="repair")
     assert r.turns[1].text == "smiles and waves" and r.turns[0].text == 'a "quote'  # user turns untouched
     assert r.turns[1].text.count("*") % 2 == 0
+    # Markdown bullets and code are not paired markup.
+    md = ep("md", "q", '* first\n* second *really*\n```py\nprint("hi)\n```')
+    assert run("markup", [md])[1]["out"] == 1
+    assert run("markup", [ep("c", "q", "you c*** and f*ck, **really**")])[1]["out"] == 1
+    (r,), _ = run("markup", [ep("r2", "q", '* item *waves\n* other')], action="repair")
+    assert r.turns[1].text == "* item waves\n* other"
 
 
 def test_names_masked_per_source():

@@ -224,16 +224,18 @@ def repeats(episodes: list[ChatEpisode], cfg: RepeatsConfig, seed: int) -> tuple
     """Logs full of '!!!!??!!!??????' and 'nooooooo' teach the model to degenerate into
     them (and BPE makes each a rare, expensive token run)."""
     punct, chars = _repeat_regexes(cfg)
+    # A run is junk when collapsing changes it: "...?" and "...," stay, "!!!!" and "...." do not.
+    fix = lambda s: chars.sub(lambda m: m.group(1) * cfg.max_char_repeat, punct.sub(_collapse_punct, s))
     rep, kept = _Report("repeats", len(episodes)), []
     for ep in episodes:
-        bad = [i for i, t in enumerate(ep.turns) if punct.search(t.text) or chars.search(t.text)]
+        fixed = [fix(t.text) for t in ep.turns]
+        bad = [i for i, (t, f) in enumerate(zip(ep.turns, fixed)) if f != t.text]
         if not bad:
             kept.append(ep)
             continue
         rep.details["turns_with_runs"] += len(bad)
         if cfg.action == "collapse":
-            fix = lambda s: chars.sub(lambda m: m.group(1) * cfg.max_char_repeat, punct.sub(_collapse_punct, s))
-            new = _with_turns(ep, [Turn(t.role, fix(t.text), t.name) for t in ep.turns])
+            new = _with_turns(ep, [Turn(t.role, f, t.name) for t, f in zip(ep.turns, fixed)])
         else:
             new = _remove_turns(ep, bad, cfg.action)
         if new is None:
@@ -307,10 +309,32 @@ class MarkupConfig:
             raise ValueError(f"markup.action {self.action!r} is not drop/repair")
 
 
+_BULLET = re.compile(r"(?m)^[ \t]*\*(?=[ \t])")  # "* item": a markdown bullet, not an action
+_CODE = re.compile(r"```.*?(?:```|\Z)", re.S)  # quotes and stars inside code are code
+_CENSOR = re.compile(r"(?<=\w)\*(?=\w)|(?<=\w)\*{2,}")  # "f*ck", "c***": censoring, not markup
+
+
+def mark_positions(text: str, c: str) -> list[int]:
+    """Where `c` is used as paired markup: outside code blocks, not as a list bullet or
+    inside a censored word."""
+    if c not in text:
+        return []
+    skip = {i for m in _CODE.finditer(text) for i in range(m.start(), m.end())}
+    if c == "*":
+        skip.update(m.end() - 1 for m in _BULLET.finditer(text))
+        skip.update(i for m in _CENSOR.finditer(text) for i in range(m.start(), m.end()))
+    return [i for i, ch in enumerate(text) if ch == c and i not in skip]
+
+
+def _unbalanced(text: str, chars: list[str]) -> bool:
+    return any(len(mark_positions(text, c)) % 2 for c in chars)
+
+
 def _repair(text: str, chars: list[str]) -> str:
     for c in chars:
-        if text.count(c) % 2:
-            i = text.rfind(c)
+        pos = mark_positions(text, c)
+        if len(pos) % 2:
+            i = pos[-1]  # the last mark is the one left open
             text = _tidy(text[:i] + text[i + 1:])
     return text
 
@@ -320,7 +344,7 @@ def markup(episodes: list[ChatEpisode], cfg: MarkupConfig, seed: int) -> tuple[l
     open, and the chat front-end renders the rest of the reply in italics."""
     rep, kept = _Report("markup", len(episodes)), []
     for ep in episodes:
-        odd = [i for i, t in enumerate(ep.turns) if t.role == BOT and any(t.text.count(c) % 2 for c in cfg.chars)]
+        odd = [i for i, t in enumerate(ep.turns) if t.role == BOT and _unbalanced(t.text, cfg.chars)]
         if not odd:
             kept.append(ep)
         elif cfg.action == "drop":

@@ -120,7 +120,8 @@ def prepare(cfg: PrepareChatConfig, out: str, overwrite: bool = False) -> dict:
 
 def summary(report: dict) -> dict:
     return {"read": report["read"], "kept": report["totals"]["episodes_kept"],
-            "filters": {e["filter"]: e["in"] - e["out"] for e in report["filters"]},
+            "filters": {e["filter"]: {"dropped": e["in"] - e["out"], "modified": e["modified"]}
+                        for e in report["filters"]},
             "train_rows": report["totals"]["train_rows"], "val_rows": report["totals"]["val_rows"],
             "tokenize_dropped": {k: v["dropped"] for k, v in report["tokenize"].items()},
             "pad_token_id": report["pad"]["pad_token_id"], "eos_token_id": report["pad"]["eos_token_id"]}
