@@ -102,7 +102,8 @@ def test_real_inputs_and_duplicate_names(tmp_path, synthetic_csv):
 
 def test_shipped_configs_validate():
     # configs/gen also holds other stages' configs: check those launched with prepare_chat
-    paths = [p for p in sorted((REPO / "configs" / "gen").glob("*.yaml")) if "src.data.prepare_chat" in p.read_text()]
+    paths = [p for p in sorted((REPO / "configs" / "gen").glob("*.yaml"))
+             if f"src.data.prepare_chat --config configs/gen/{p.name}" in p.read_text()]
     assert paths
     for p in paths:
         cfg = resolve(PrepareChatConfig, str(p))
