@@ -101,7 +101,10 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type) -> None:
         default = f.default if f.default is not dataclasses.MISSING else "(see config)"
         kwargs: dict[str, Any] = {"dest": f.name, "default": None, "help": f"{help_text} [default: {default}]"}
         if tp is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
+            # `--flag`, `--flag false` and `--no-flag` all work
+            kwargs.update(nargs="?", const=True, metavar="BOOL", type=lambda v, n=f.name: _coerce(v, bool, n))
+            parser.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_false",
+                                default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         else:
             kwargs["metavar"] = f.name.upper()
         if "choices" in f.metadata:

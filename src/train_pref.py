@@ -30,13 +30,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[PrefConfig, bool]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .data.arena import DataError
     from .pref.train import run
     try:
         cfg, resume = parse_args(argv)
-    except ValueError as e:
+        run(cfg, resume=resume)
+    except (ValueError, DataError, FileNotFoundError) as e:  # bad input: one line, no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
-    run(cfg, resume=resume)
     return 0
 
 

@@ -34,6 +34,9 @@ class PrefModel(nn.Module):
         if pooling not in ("mean", "cls"):
             raise ValueError(f"pooling must be mean or cls, got {pooling!r}")
         self.encoder, self.arch, self.pooling, self.use_style = encoder, arch, pooling, style
+        for name, p in encoder.named_parameters():
+            if name.startswith("pooler."):  # BERT's pooler is unused (we pool ourselves): freeze it so
+                p.requires_grad_(False)      # DDP does not wait for gradients that never come
         hidden = encoder.config.hidden_size
         self.head_in = (4 * hidden if arch == "siamese" else hidden) + (3 * N_FEATURES if style else 0)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.head_in, head_hidden), nn.GELU(),

@@ -77,13 +77,14 @@ def _cross(prompt: list[list[int]], a: list[list[int]], b_: list[list[int]], tt:
     last tokens (last turns) within its budget; A and B share what the prompt leaves."""
     flat = lambda turns: [t for turn in turns for t in turn]  # noqa: E731
     fixed = len(tt.cls) + 3 * len(tt.sep) + len(tt.a_mark) + len(tt.b_mark)
-    p = flat(prompt)
-    p = p[-b.prompt_budget:] if b.keep == "last" else p[:b.prompt_budget]
-    each = (b.max_len - fixed - len(p)) // 2
     ra, rb = flat(a), flat(b_)
 
     def cut(x: list[int], k: int) -> list[int]:
+        if k <= 0:
+            return []  # (x[-0:] would be the whole list)
         return (x[-k:] if b.keep == "last" else x[:k]) if len(x) > k else x
+    p = cut(flat(prompt), min(b.prompt_budget, b.max_len - fixed))
+    each = (b.max_len - fixed - len(p)) // 2
     ra_c, rb_c = cut(ra, each), cut(rb, each)
     # give budget one side does not use to the other
     spare = b.max_len - fixed - len(p) - len(ra_c) - len(rb_c)

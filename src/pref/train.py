@@ -86,7 +86,7 @@ def train_split(cfg: PrefConfig, records: list[PairRecord], train_idx: list[int]
     model.set_style_stats(torch.from_numpy(train_enc.style))
     task = PrefTask(cfg, train_enc, val_enc, tokenizer, accelerator.device.type)
     accelerator.print(f"[run] {run_dir}: {len(train_idx)} train / {len(val_idx)} val pairs, "
-                      f"{choice.device} {choice.precision}, {cfg.model} {cfg.arch}")
+                      f"{choice.device} {choice.precision}, {accelerator.num_processes} process(es), {cfg.model} {cfg.arch}")
     progress = train(cfg, task, model, run_dir, accelerator, resume=resume, trial_hook=trial_hook)
     if not progress.done:  # stopped early on purpose (--stop-after-steps): resume later
         return {"stopped_at_step": progress.step}
