@@ -39,17 +39,30 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def save_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
+def save_weights(model: torch.nn.Module, path: str | os.PathLike, trainable_only: bool = False) -> None:
+    """All of `model.state_dict()`; with `trainable_only`, frozen parameters are left out
+    (a LoRA base: it is loaded from the base model again, and would make every resume
+    checkpoint as large as the base)."""
+    state = model.state_dict()
+    if trainable_only:
+        frozen = {n for n, p in model.named_parameters(remove_duplicate=False) if not p.requires_grad}
+        state = {k: v for k, v in state.items() if k not in frozen}
     # contiguous + clone: safetensors refuses shared/non-contiguous storage (tied embeddings).
-    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    save_file(state, str(path), metadata={"format": "pt"})
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    save_file(state, str(path), metadata={"format": "pt", "trainable_only": str(int(trainable_only))})
 
 
 def load_weights(model: torch.nn.Module, path: str | os.PathLike, strict: bool = True) -> None:
+    from safetensors import safe_open
+    with safe_open(str(path), framework="pt") as f:
+        trainable_only = (f.metadata() or {}).get("trainable_only") == "1"
     state = load_file(str(path))
     missing, unexpected = model.load_state_dict(state, strict=False)
     # tied weights (e.g. lm_head = wte) are stored once; anything else missing is an error
     missing = [k for k in missing if not k.endswith("lm_head.weight")]
+    if trainable_only:  # frozen parameters were left out on purpose
+        frozen = {n for n, p in model.named_parameters(remove_duplicate=False) if not p.requires_grad}
+        missing = [k for k in missing if k not in frozen]
     if strict and (missing or unexpected):
         raise RuntimeError(f"{path}: weights do not match the model (missing {missing[:5]}, unexpected {unexpected[:5]})")
 
@@ -84,7 +97,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def save_resume_state(folder: Path, *, model: torch.nn.Module, optimizer, scheduler, progress: dict,
                       scaler=None, extra_save: Callable[[Path], None] | None = None) -> None:
     """Everything `--resume` needs, in `folder` (written atomically by the caller)."""
-    save_weights(model, folder / "model.safetensors")
+    save_weights(model, folder / "model.safetensors", trainable_only=getattr(model, "resume_trainable_only", False))
     state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "rng": rng_state(), "progress": progress}
     if scaler is not None:
