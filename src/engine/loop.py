@@ -129,7 +129,8 @@ def train(cfg: TrainSettings, task: Task, model: torch.nn.Module, run_dir: Path,
     if resume and (last_dir / "training_state.pt").exists():
         state = load_resume_state(last_dir)
         load_weights(model, last_dir / "model.safetensors")
-        optimizer.load_state_dict(state["optimizer"])
+        if state["optimizer"]:  # empty when saved under DeepSpeed (see save_last)
+            optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         progress = Progress(**state["progress"])
         set_rng_state(state["rng"])
@@ -138,6 +139,9 @@ def train(cfg: TrainSettings, task: Task, model: torch.nn.Module, run_dir: Path,
         accelerator.print(f"[resume] step {progress.step}, epoch {progress.epoch}, batch {progress.batch_in_epoch}")
     elif resume:
         accelerator.print(f"[resume] no checkpoint in {last_dir}: starting from scratch")
+    deepspeed = _is_deepspeed(accelerator)
+    if deepspeed:
+        _configure_deepspeed(accelerator, cfg)
     model, optimizer = accelerator.prepare(model, optimizer)
     writer = _tensorboard(run_dir) if cfg.tensorboard and accelerator.is_main_process else None
 
@@ -145,7 +149,11 @@ def train(cfg: TrainSettings, task: Task, model: torch.nn.Module, run_dir: Path,
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             with atomic_dir(last_dir) as tmp:
-                save_resume_state(tmp, model=accelerator.unwrap_model(model), optimizer=optimizer,
+                # ZeRO partitions the optimizer state across processes; one process cannot
+                # save it, so a DeepSpeed resume restarts the Adam moments (weights, schedule,
+                # RNG and data position are restored).
+                save_resume_state(tmp, model=accelerator.unwrap_model(model),
+                                  optimizer=_NoOptimizerState() if deepspeed else optimizer,
                                   scheduler=scheduler, progress=progress.__dict__)
         accelerator.wait_for_everyone()
 
@@ -206,10 +214,14 @@ def train(cfg: TrainSettings, task: Task, model: torch.nn.Module, run_dir: Path,
                     # DDP averages gradients over processes: scale so the result is
                     # sum(loss) / units of the whole window, on every process.
                     loss = loss_sum * world / global_units.clamp(min=1)
+                    if deepspeed:  # DeepSpeed divides by its accumulation steps itself
+                        loss = loss * cfg.grad_accum
                 accelerator.backward(loss)
                 window_loss += float(loss_sum.detach())
             norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm or float("inf"))
-            finite = math.isfinite(window_loss) and (accelerator.scaler is not None or math.isfinite(float(norm)))
+            # norm is None under DeepSpeed, which clips inside its own step
+            finite = math.isfinite(window_loss) and (accelerator.scaler is not None or norm is None
+                                                     or math.isfinite(float(norm)))
             if finite:
                 optimizer.step()  # with an fp16 scaler this skips overflowing steps by itself
                 scheduler.step()
@@ -261,6 +273,27 @@ def train(cfg: TrainSettings, task: Task, model: torch.nn.Module, run_dir: Path,
     if writer:
         writer.close()
     return progress
+
+
+def _is_deepspeed(accelerator) -> bool:
+    from accelerate.utils import DistributedType
+    return accelerator.distributed_type == DistributedType.DEEPSPEED
+
+
+def _configure_deepspeed(accelerator, cfg: TrainSettings) -> None:
+    """Under `accelerate launch` with a DeepSpeed config (configs/accelerate/deepspeed_zero*.yaml):
+    the loop feeds batches itself (no DataLoader for accelerate to read a batch size from), and
+    DeepSpeed must accumulate and clip exactly as the loop does, so say so in its config."""
+    ds = accelerator.state.deepspeed_plugin.deepspeed_config
+    ds["train_micro_batch_size_per_gpu"] = cfg.batch_size
+    ds["gradient_accumulation_steps"] = cfg.grad_accum
+    ds["train_batch_size"] = cfg.batch_size * cfg.grad_accum * accelerator.num_processes
+    ds["gradient_clipping"] = cfg.max_grad_norm or 0.0
+
+
+class _NoOptimizerState:
+    def state_dict(self) -> dict:
+        return {}
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

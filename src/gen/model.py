@@ -99,9 +99,9 @@ def apply_lora(model: Any, cfg: Any, new_token_ids: list[int]) -> Any:
             rows[head_name] = list(new_token_ids)
         kw["trainable_token_indices"] = rows
     elif new_token_ids and cfg.new_token_rows == "modules":
-        kw["modules_to_save"] = [emb_name] + ([head_name] if head_name and not tied else [])
-    if tied and "modules_to_save" in kw:  # one trained copy serves both ends (rows mode ties by itself)
-        kw["ensure_weight_tying"] = True
+        kw["modules_to_save"] = [emb_name] + ([head_name] if head_name else [])
+        # tied embeddings (GPT-2): both ends share one trained copy and stay tied after merging
+        kw["ensure_weight_tying"] = tied
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=lora_targets(model, cfg.lora_target_modules),
                       fan_in_fan_out=arch in FAN_IN_FAN_OUT, task_type="CAUSAL_LM", **kw)
