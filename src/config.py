@@ -48,6 +48,8 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
         (inner,) = typing.get_args(tp)[:1] or (str,)
         if isinstance(value, str):
             value = [v for v in value.split(",") if v != ""]
+        elif not isinstance(value, (list, tuple)):
+            value = [value]  # `layers: 5` in YAML means a one-element list
         return [_coerce(v, inner, name) for v in value]
     if origin is dict or tp is dict:
         if not isinstance(value, dict):

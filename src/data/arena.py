@@ -157,6 +157,7 @@ def iter_arena_csv(path: Path, max_cell_chars: int) -> Iterator[PairRecord | Qua
         seen: set[str] = set()
         row_no = 0
         while True:
+            first_line = reader.line_num + 1
             try:
                 cells = next(reader)
             except StopIteration:
@@ -170,8 +171,9 @@ def iter_arena_csv(path: Path, max_cell_chars: int) -> Iterator[PairRecord | Qua
                 row_no -= 1  # a blank line is not a data row
                 continue
             if len(cells) != len(header):
+                # name the physical lines: an unclosed quote swallows the rows after it into this one
                 yield Quarantined(row_no, cells[0] if cells else None, "bad_row_shape",
-                                  f"{len(cells)} cells, header has {len(header)}")
+                                  f"{len(cells)} cells, header has {len(header)} (file lines {first_line}-{reader.line_num})")
                 continue
             row = dict(zip(header, cells))
             rid = row["id"].strip()
@@ -181,7 +183,7 @@ def iter_arena_csv(path: Path, max_cell_chars: int) -> Iterator[PairRecord | Qua
                 big = [c for c in header if len(row[c]) > max_cell_chars]
                 if big:
                     raise _RowError("cell_too_large", f"column '{big[0]}' has {len(row[big[0]]):,} chars > {max_cell_chars:,}")
-                bad = [c for c in header if _has_surrogates(row[c])]
+                bad = [c for c in header if _has_surrogates(row[c])] if _has_surrogates("".join(cells)) else []
                 if bad:
                     raise _RowError("non_utf8", f"column '{bad[0]}' has bytes that are not UTF-8")
                 if rid in seen:
@@ -276,6 +278,7 @@ def jsonl_object_to_record(obj: dict, rid: str) -> PairRecord:
         label = None
         if "label" in obj or "winner" in obj:
             raw = str(obj.get("label", obj.get("winner"))).strip().lower()
+            raw = raw[:-2] if raw.endswith(".0") else raw  # 1.0 from a float column means 1
             if raw not in _LABEL_WORDS:
                 raise _RowError("bad_label", f"label {raw!r} is not one of a/b/tie/0/1/2")
             label = _LABEL_WORDS[raw]
@@ -307,7 +310,7 @@ def iter_pairs_jsonl(path: Path, max_cell_chars: int) -> Iterator[PairRecord | Q
                     raise _RowError("invalid_json", f"{e.msg} at char {e.pos}") from None
                 if not isinstance(obj, dict):
                     raise _RowError("unknown_shape", f"line is JSON {type(obj).__name__}, expected an object")
-                rid = str(obj.get("id", row_no))
+                rid = str(obj["id"]) if obj.get("id") is not None else str(row_no)
                 if rid in seen:
                     raise _RowError("duplicate_id", f"id {rid} already seen earlier in the file")
                 rec = jsonl_object_to_record(obj, rid)

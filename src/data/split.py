@@ -51,8 +51,29 @@ def train_val_split(records: list[PairRecord], *, val_frac: float = 0.2, n_folds
     if n_folds is None:
         if not 0.0 < val_frac < 1.0:
             raise ValueError(f"val_frac must be in (0, 1), got {val_frac}")
-        n_folds, fold = max(2, round(1.0 / val_frac)), 0
+        k = 1.0 / val_frac
+        if abs(k - round(k)) > 0.05 or k < 2:  # e.g. 0.3 or 0.7: no whole number of folds fits
+            return _grouped_fraction(records, val_frac, seed)
+        n_folds, fold = round(k), 0
     if not 0 <= fold < n_folds:
         raise ValueError(f"fold {fold} out of range for {n_folds} folds")
     folds = fold_ids(records, n_folds, seed)
     return [i for i, f in enumerate(folds) if f != fold], [i for i, f in enumerate(folds) if f == fold]
+
+
+def _grouped_fraction(records: list[PairRecord], val_frac: float, seed: int) -> tuple[list[int], list[int]]:
+    """Whole prompt groups, in seeded random order, until about val_frac of the rows."""
+    groups = [prompt_group(r) for r in records]
+    sizes: dict[str, int] = {}
+    for g in groups:
+        sizes[g] = sizes.get(g, 0) + 1
+    order = sorted(sizes)
+    np.random.default_rng(seed).shuffle(order)
+    val_groups, taken, target = set(), 0, val_frac * len(records)
+    for g in order:
+        if taken >= target:
+            break
+        val_groups.add(g)
+        taken += sizes[g]
+    val = [i for i, g in enumerate(groups) if g in val_groups]
+    return [i for i, g in enumerate(groups) if g not in val_groups], val

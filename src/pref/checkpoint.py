@@ -21,7 +21,8 @@ def best_folder(path: str | Path) -> Path:
 
 def build_pref_model(encoder, cfg: PrefConfig) -> PrefModel:
     return PrefModel(encoder, arch=cfg.arch, pooling=cfg.pooling, head_hidden=cfg.head_hidden,
-                     dropout=cfg.head_dropout, style=cfg.style_features)
+                     dropout=cfg.head_dropout, style=cfg.style_features,
+                     chunks=cfg.length_chunks)
 
 
 def load_pref_checkpoint(path: str | Path):

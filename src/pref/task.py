@@ -12,6 +12,7 @@ from ..config import save_yaml
 from ..data.records import SWAP_LABEL
 from ..engine.checkpoint import save_weights
 from .config import PrefConfig
+from .model import padded_tokens
 from .infer import PairEncoding, average_probs, collate, fit_temperature, log_loss, predict_logits
 
 SWAP_LABEL_T = torch.tensor(SWAP_LABEL)
@@ -46,7 +47,7 @@ class PrefTask:
 
     def stats(self, batch: dict) -> tuple[int, int, int]:
         m = batch["attention_mask"]
-        return int(batch["labels"].shape[0]), int(m.sum()), int(m.numel())
+        return int(batch["labels"].shape[0]), int(m.sum()), padded_tokens(m, self.cfg.length_chunks)
 
     # -- evaluation ---------------------------------------------------------------
     def predict(self, model, accelerator, enc: PairEncoding) -> tuple[np.ndarray, np.ndarray | None]:
