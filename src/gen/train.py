@@ -94,10 +94,10 @@ def load_data(cfg: GenConfig, run_dir: Path, accelerator: Any, resume: bool) -> 
                                   f"{s['train_rows']} train / {s['val_rows']} val rows")
         data = load_tokenized(target)
     made_with = data.meta.get("tokenizer")
-    if made_with and made_with != cfg.model and not (cfg.model == "tiny") == (made_with == "tiny"):
-        raise RunError(f"{data.folder}: tokenised with {made_with!r}, but the model is {cfg.model!r}")
     if made_with and made_with != cfg.model:
-        accelerator.print(f"[data] note: tokenised with {made_with!r}, training {cfg.model!r}")
+        if "tiny" in (made_with, cfg.model):  # certainly different vocabularies
+            raise RunError(f"{data.folder}: tokenised with {made_with!r}, but the model is {cfg.model!r}")
+        accelerator.print(f"[data] note: tokenised with {made_with!r}, training {cfg.model!r} (same tokenizer?)")
     if not data.train or not data.val:
         raise RunError(f"{data.folder}: {len(data.train)} train / {len(data.val)} val rows; need both "
                          "(more data or a larger --val-frac)")
@@ -289,6 +289,9 @@ def merge(run: str, out: str | None = None) -> Path:
     """`python -m src.train_gen --merge RUN`: LoRA folded into its base, in RUN/merged."""
     from .model import merge_checkpoint
     target = Path(out) if out else Path(run) / "merged"
-    path = merge_checkpoint(run, target)
+    try:
+        path = merge_checkpoint(run, target)
+    except ValueError as e:  # a full fine-tune: nothing to merge
+        raise RunError(str(e)) from None
     print(f"[merge] {run} -> {path}")
     return path
