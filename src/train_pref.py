@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .config import add_config_args, from_dict, load_yaml, resolve
+from .config import add_config_args, resolve
 from .pref.config import PrefConfig
 
 

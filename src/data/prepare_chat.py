@@ -15,7 +15,6 @@ import json
 import sys
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import yaml
 

@@ -75,6 +75,13 @@ class Progress:
     history: list = field(default_factory=list)
 
 
+def epoch_plan(cfg: TrainSettings, lengths, epoch: int, rank: int = 0, world: int = 1) -> list[list[int]]:
+    """This process's batches for one epoch: a pure function of the config, so
+    resume and every DDP rank agree on it."""
+    plan = plan_batches(lengths, cfg.batch_size, seed=cfg.seed, epoch=epoch, group_size=cfg.length_group)
+    return shard(plan, rank, world)
+
+
 def param_groups(model: torch.nn.Module, weight_decay: float, lr: float) -> list[dict]:
     """No weight decay on biases and norm weights (1-d tensors), as is standard.
     A model may set `lr_multipliers = {"name.prefix.": k}` (e.g. a fresh head
@@ -115,7 +122,7 @@ def train(cfg: TrainSettings, task: Task, model: torch.nn.Module, run_dir: Path,
     last_dir, best_dir = run_dir / "checkpoint" / "last", run_dir / "checkpoint" / "best"
     rank, world = accelerator.process_index, accelerator.num_processes
     lengths = task.lengths()
-    per_epoch = len(shard(plan_batches(lengths, cfg.batch_size, seed=cfg.seed, epoch=0), rank, world))
+    per_epoch = len(epoch_plan(cfg, lengths, 0, rank, world))
     if per_epoch == 0:
         raise ValueError(f"no training batches: {len(lengths)} examples for {world} process(es)")
     steps_per_epoch = math.ceil(per_epoch / cfg.grad_accum)
@@ -192,7 +199,7 @@ def train(cfg: TrainSettings, task: Task, model: torch.nn.Module, run_dir: Path,
     steps_this_run = 0
     stop = False
     while progress.epoch < n_epochs and not stop:
-        batches = shard(plan_batches(lengths, cfg.batch_size, seed=cfg.seed, epoch=progress.epoch), rank, world)
+        batches = epoch_plan(cfg, lengths, progress.epoch, rank, world)
         if progress.epoch == n_epochs - 1 and cfg.epochs % 1:  # fractional last epoch
             batches = batches[:max(1, math.ceil((cfg.epochs % 1) * len(batches)))]
         bar = tqdm(total=len(batches), initial=min(progress.batch_in_epoch, len(batches)),
@@ -246,7 +253,7 @@ def train(cfg: TrainSettings, task: Task, model: torch.nn.Module, run_dir: Path,
             progress.train_seconds += time.perf_counter() - t0
             bar.update(len(window))
             bar.set_postfix(loss=f"{window_loss / max(float(units), 1):.4f}",
-                            ex_s=f"{progress.examples / max(progress.train_seconds, 1e-9):.1f}")
+                            ex_s=f"{progress.examples / max(progress.train_seconds, 1e-9):.1f}", refresh=False)
             if cfg.eval_every and progress.step % cfg.eval_every == 0 and progress.batch_in_epoch < len(batches):
                 evaluate()
                 if cfg.early_stopping_patience and progress.evals_since_best >= cfg.early_stopping_patience:

@@ -33,3 +33,5 @@ class TrainSettings:
     num_threads: int = knob(0, "CPU threads for torch (0 = torch default)")
     tensorboard: bool = knob(False, "also log scalars to TensorBoard under the run dir")
     progress: bool = knob(True, "tqdm progress bars")
+    length_group: int = knob(64, "batches per length-sorted chunk when planning batches: less padding, "
+                                 "slightly less random batches (1 = plain random batches)")

@@ -27,9 +27,9 @@ import torch
 
 from ..config import atomic_write_text, load_yaml, save_yaml
 from ..engine import plots
-from ..engine.batching import pad_fraction, plan_batches, shard
+from ..engine.batching import pad_fraction
 from ..engine.checkpoint import load_resume_state
-from ..engine.loop import make_accelerator, train
+from ..engine.loop import epoch_plan, make_accelerator, train
 from .config import GenConfig
 from .model import load_base, prepare_for_training, resolve_load_dtype, save_checkpoint
 from .task import GenTask, clm_labels, response_start
@@ -129,7 +129,7 @@ def sample_prompt_ids(cfg: GenConfig, data: Any, tokenizer: Any) -> list[list[in
 
 def planned_steps(cfg: GenConfig, lengths: list[int], rank: int, world: int) -> int:
     """Optimizer steps of the whole run, as the engine counts them."""
-    per_epoch = len(shard(plan_batches(lengths, cfg.batch_size, seed=cfg.seed, epoch=0), rank, world))
+    per_epoch = len(epoch_plan(cfg, lengths, 0, rank, world))
     return max(1, math.ceil(cfg.epochs * math.ceil(per_epoch / cfg.grad_accum)))
 
 
@@ -255,7 +255,7 @@ def run(cfg: GenConfig, *, resume: bool = False) -> dict:
 
     best = [h for h in progress.history if h["step"] == progress.best_step][-1]
     initial = json.loads(initial_path.read_text()) if initial_path.exists() else None
-    plan = plan_batches(task.lengths(), cfg.batch_size, seed=cfg.seed, epoch=0)
+    plan = epoch_plan(cfg, task.lengths(), 0)
     metrics = {
         **{k: v for k, v in best.items() if k.startswith("eval_")},
         "initial_eval_loss": initial["eval_loss"] if initial else None,

@@ -22,8 +22,8 @@ from ..data.arena import read_pairs, write_report
 from ..data.records import LABEL_NAMES, PairRecord
 from ..data.split import fold_ids, train_val_split
 from ..engine import plots
-from ..engine.batching import pad_fraction, plan_batches
-from ..engine.loop import make_accelerator, train
+from ..engine.batching import pad_fraction
+from ..engine.loop import epoch_plan, make_accelerator, train
 from ..pref.checkpoint import build_pref_model, load_pref_checkpoint
 from .config import PrefConfig
 from .infer import average_probs, encode_pairs, log_loss
@@ -97,7 +97,7 @@ def train_split(cfg: PrefConfig, records: list[PairRecord], train_idx: list[int]
     ab, ba = task.predict(best, accelerator, val_enc)
     y = val_enc.labels
     probs, raw = average_probs(ab, ba, temperature), average_probs(ab, ba)
-    plan = plan_batches(task.lengths(), cfg.batch_size, seed=cfg.seed, epoch=0)
+    plan = epoch_plan(cfg, task.lengths(), 0)
     metrics = {
         "val_log_loss": log_loss(probs, y), "val_log_loss_uncalibrated": log_loss(raw, y),
         "val_accuracy": float((probs.argmax(1) == y).mean()), "temperature": temperature,
