@@ -41,6 +41,13 @@ def cpu_has_bf16() -> bool:
     return any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
 
 
+def _cuda_native_bf16() -> bool:
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # older torch without the argument
+        return torch.cuda.get_device_capability()[0] >= 8
+
+
 def pick_device(prefer: str = "auto") -> str:
     if prefer not in DEVICES:
         raise ValueError(f"unknown device '{prefer}' (choose from {', '.join(DEVICES)})")
@@ -61,7 +68,8 @@ def pick_precision(device: str, prefer: str = "auto") -> str:
     if prefer != "auto":
         return prefer
     if device == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        # including_emulation=False: a T4 "supports" bf16 only by slow emulation; fp16 + scaler there
+        return "bf16" if _cuda_native_bf16() else "fp16"
     if device == "xpu":
         return "bf16"
     if device == "cpu":
