@@ -104,8 +104,20 @@ def make_accelerator(cfg: TrainSettings):
     choice = DeviceChoice.resolve(cfg.device, cfg.precision)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    return Accelerator(mixed_precision=to_accelerate_precision(choice.precision), cpu=choice.device == "cpu",
+    mixed = to_accelerate_precision(choice.precision)
+    _forget_other_precision(mixed)
+    return Accelerator(mixed_precision=mixed, cpu=choice.device == "cpu",
                        step_scheduler_with_optimizer=False), choice
+
+
+def _forget_other_precision(mixed: str) -> None:
+    """accelerate keeps one process-wide state and refuses a second Accelerator with
+    another precision. Runs in one process (tests, sweeps, a notebook) may differ,
+    so drop that state, keeping the distributed part (process group) untouched."""
+    from accelerate.state import AcceleratorState
+    shared = AcceleratorState._shared_state
+    if shared and str(shared.get("_mixed_precision", mixed)) != mixed:
+        AcceleratorState._reset_state(reset_partial_state=False)
 
 
 def _improved(value: float, best: float | None, mode: str) -> bool:

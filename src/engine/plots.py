@@ -15,8 +15,7 @@ CLASS_NAMES = ("A wins", "B wins", "tie")
 
 def _save(fig, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # fits labels without tight_layout's warnings
     plt.close(fig)
 
 
