@@ -2,8 +2,8 @@
 # One-command install for prefpipe. Idempotent: re-running it changes nothing
 # that is already in place.
 #
-#   bash setup.sh            # runtime only
-#   bash setup.sh --dev      # + test / benchmark / notebook extras
+#   bash setup.sh            # runtime + test / benchmark / notebook extras
+#   bash setup.sh --no-dev   # runtime only (e.g. an inference box)
 #   bash setup.sh --deepspeed  # + DeepSpeed (multi-GPU ZeRO configs)
 #   bash setup.sh --ipex     # + intel-extension-for-pytorch (retired upstream,
 #                            #   pins torch 2.8; native torch.xpu is the default)
@@ -22,10 +22,11 @@ cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
 TORCH_VERSION=${TORCH_VERSION:-2.13.0}
 TORCH_INDEX=${TORCH_INDEX:-https://download.pytorch.org/whl}
-DEV=0; DEEPSPEED=0; IPEX=0
+DEV=1; DEEPSPEED=0; IPEX=0
 for arg in "$@"; do
   case "$arg" in
     --dev) DEV=1 ;;
+    --no-dev) DEV=0 ;;
     --deepspeed) DEEPSPEED=1 ;;
     --ipex) IPEX=1 ;;
     -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
