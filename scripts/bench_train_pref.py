@@ -49,7 +49,7 @@ def bench_ours(records, args, tmp: Path) -> dict:
     from src.pref.infer import encode_pairs
     from src.pref.task import PrefTask
     from src.pref.train import build
-    cfg = PrefConfig(model="minilm", max_len=args.max_len, batch_size=args.batch_size, epochs=1, progress=False,
+    cfg = PrefConfig(model="minilm", max_len=args.max_len, length_chunks=getattr(args, "chunks", 4), batch_size=args.batch_size, epochs=1, progress=False,
                      stop_after_steps=args.steps, calibrate=False, out=str(tmp / "ours"), precision=args.precision)
     acc, choice = make_accelerator(cfg)
     model, tok = build(cfg)

@@ -30,7 +30,7 @@ class PrefConfig(TrainSettings):
     style_features: bool = knob(True, "feed length/markdown/refusal features of both responses to the head")
     swap_aug: bool = knob(True, "train on both A/B orders of every pair (and average both at prediction)")
     calibrate: bool = knob(True, "fit a temperature on the validation split")
-    length_chunks: int = knob(2, "run each batch's sequences through the encoder in this many length-sorted "
+    length_chunks: int = knob(4, "run each batch's sequences through the encoder in this many length-sorted "
                                  "chunks (less padding; 1 = one call)")
     eval_max_tokens: int = knob(16384, "padded tokens per inference batch (length-sorted batching)")
     gradient_checkpointing: bool = knob(False, "recompute activations in backward to save memory")

@@ -23,7 +23,8 @@ def length_chunks(attention_mask: torch.Tensor, k: int) -> list[tuple[torch.Tens
 
     The two sides of a siamese pair often differ a lot in length; one forward
     over the stacked batch pads every row to the longest. Chunking by length
-    cuts that padding (about 22% -> 8% on arena-like data) for k-1 extra calls.
+    cuts that padding (on real arena pairs, batch 16: 17% with one call, 12.5% with 2 chunks,
+    6.6% with 4, for 1.23x the training tokens/s) for k-1 extra calls.
     """
     lengths = attention_mask.sum(1)
     if k <= 1 or attention_mask.shape[0] < 2 * k:
@@ -45,7 +46,7 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
 
 class PrefModel(nn.Module):
     def __init__(self, encoder: nn.Module, *, arch: str = "siamese", pooling: str = "mean",
-                 head_hidden: int = 256, dropout: float = 0.1, style: bool = True, chunks: int = 2):
+                 head_hidden: int = 256, dropout: float = 0.1, style: bool = True, chunks: int = 4):
         super().__init__()
         if arch not in ("siamese", "cross"):
             raise ValueError(f"arch must be siamese or cross, got {arch!r}")
