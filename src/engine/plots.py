@@ -13,7 +13,8 @@ import numpy as np  # noqa: E402
 CLASS_NAMES = ("A wins", "B wins", "tie")
 
 
-def _save(fig, path: Path) -> None:
+def _save(fig, path: Path | str) -> None:
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")  # fits labels without tight_layout's warnings
     plt.close(fig)
@@ -37,16 +38,19 @@ def loss_curves(metrics_jsonl: Path, out: Path, keys=("train_loss", "val_log_los
     _save(fig, out)
 
 
-def reliability(probs: np.ndarray, labels: np.ndarray, out: Path, bins: int = 10) -> None:
-    """Per class: mean predicted probability vs observed frequency, by bin."""
+def reliability(probs: np.ndarray, labels: np.ndarray, out: Path, bins: int = 10, min_count: int = 10) -> None:
+    """Per class: mean predicted probability vs observed frequency, by bin (marker area ~ rows in the bin)."""
     fig, ax = plt.subplots(figsize=(5, 5))
     edges = np.linspace(0, 1, bins + 1)
     for c, name in enumerate(CLASS_NAMES):
         p, hit = probs[:, c], labels == c
         which = np.clip(np.digitize(p, edges) - 1, 0, bins - 1)
-        xs = [p[which == b].mean() for b in range(bins) if (which == b).any()]
-        ys = [hit[which == b].mean() for b in range(bins) if (which == b).any()]
-        ax.plot(xs, ys, marker="o", label=name)
+        # bins with a handful of rows say nothing: skip them, and size markers by count
+        keep = [b for b in range(bins) if (which == b).sum() >= min_count]
+        xs = [p[which == b].mean() for b in keep]
+        ys = [hit[which == b].mean() for b in keep]
+        line, = ax.plot(xs, ys, label=name)
+        ax.scatter(xs, ys, s=[10 + 200 * (which == b).mean() for b in keep], color=line.get_color())
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1)
     ax.set_xlabel("predicted probability")
     ax.set_ylabel("observed frequency")
