@@ -42,7 +42,7 @@ class ToyTask:
         return len(batch["y"]), len(batch["y"]), len(batch["y"])
 
     def evaluate(self, model, accelerator):
-        return {"val_mse": float(((model(self.x).squeeze(-1) - self.y) ** 2).mean())}
+        return {"val_mse": float(((model(self.x).squeeze(-1) - self.y) ** 2).mean().detach())}
 
     def save_best(self, model, folder: Path):
         self.saved += 1
