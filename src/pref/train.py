@@ -122,7 +122,8 @@ def train_split(cfg: PrefConfig, records: list[PairRecord], train_idx: list[int]
         plots.reliability(probs, y, run_dir / "plots" / "reliability.png")
         plots.confusion(probs, y, run_dir / "plots" / "confusion_matrix.png")
     accelerator.print(f"[done] val_log_loss {metrics['val_log_loss']:.4f} (uncalibrated "
-                      f"{metrics['val_log_loss_uncalibrated']:.4f}, prior {metrics['val_log_loss_class_prior']:.4f}), "
+                      f"{metrics['val_log_loss_uncalibrated']:.4f}, prior {metrics['val_log_loss_class_prior']:.4f}"
+                      + (f", best possible {bayes:.4f}" if bayes is not None else "") + "), "
                       f"accuracy {metrics['val_accuracy']:.3f}, {metrics['train_pairs_per_s']:.1f} pairs/s -> {run_dir}")
     return metrics
 
