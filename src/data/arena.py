@@ -290,37 +290,47 @@ def jsonl_object_to_record(obj: dict, rid: str) -> PairRecord:
     raise _RowError("unknown_shape", "expected chosen/rejected or prompt/response_a/response_b fields")
 
 
-def iter_pairs_jsonl(path: Path, max_cell_chars: int) -> Iterator[PairRecord | Quarantined]:
-    seen: set[str] = set()
+def iter_jsonl_objects(path: Path, max_cell_chars: int) -> Iterator[tuple[int, str | None, dict | _RowError]]:
+    """(row number, id, object or the reason the line is unusable) per non-blank line.
+    Shared by the pairwise and the chat JSONL readers. A missing or null id is the row number."""
     with _open_text(path) as f:
         row_no = 0
         for line in f:
             if not line.strip():
                 continue
             row_no += 1
-            rid = None
-            try:
-                if _has_surrogates(line):
-                    raise _RowError("non_utf8", "line has bytes that are not UTF-8")
-                if len(line) > max_cell_chars:
-                    raise _RowError("cell_too_large", f"line has {len(line):,} chars > {max_cell_chars:,}")
+            if _has_surrogates(line):
+                yield row_no, None, _RowError("non_utf8", "line has bytes that are not UTF-8")
+            elif len(line) > max_cell_chars:
+                yield row_no, None, _RowError("cell_too_large", f"line has {len(line):,} chars > {max_cell_chars:,}")
+            else:
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise _RowError("invalid_json", f"{e.msg} at char {e.pos}") from None
+                    yield row_no, None, _RowError("invalid_json", f"{e.msg} at char {e.pos}")
+                    continue
                 if not isinstance(obj, dict):
-                    raise _RowError("unknown_shape", f"line is JSON {type(obj).__name__}, expected an object")
-                rid = str(obj["id"]) if obj.get("id") is not None else str(row_no)
-                if rid in seen:
-                    raise _RowError("duplicate_id", f"id {rid} already seen earlier in the file")
-                rec = jsonl_object_to_record(obj, rid)
-            except _RowError as e:
-                yield Quarantined(row_no, rid, e.reason, e.detail)
-                continue
-            seen.add(rid)
-            yield rec
+                    yield row_no, None, _RowError("unknown_shape", f"line is JSON {type(obj).__name__}, expected an object")
+                    continue
+                yield row_no, str(obj["id"]) if obj.get("id") is not None else str(row_no), obj
         if row_no == 0:
             raise DataError(f"{path}: file has no JSON lines")
+
+
+def iter_pairs_jsonl(path: Path, max_cell_chars: int) -> Iterator[PairRecord | Quarantined]:
+    seen: set[str] = set()
+    for row_no, rid, obj in iter_jsonl_objects(path, max_cell_chars):
+        try:
+            if isinstance(obj, _RowError):
+                raise obj
+            if rid in seen:
+                raise _RowError("duplicate_id", f"id {rid} already seen earlier in the file")
+            rec = jsonl_object_to_record(obj, rid)
+        except _RowError as e:
+            yield Quarantined(row_no, rid, e.reason, e.detail)
+            continue
+        seen.add(rid)
+        yield rec
 
 
 def read_pairs(path: str | os.PathLike, *, max_cell_chars: int = DEFAULT_MAX_CELL_CHARS,

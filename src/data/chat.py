@@ -27,10 +27,10 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from ..config import from_dict, knob
-from .arena import (DEFAULT_MAX_CELL_CHARS, DataError, Quarantined, _check_file, _has_surrogates, _open_text,
+from .arena import (DEFAULT_MAX_CELL_CHARS, iter_jsonl_objects, DataError, Quarantined, _check_file, _open_text,
                     _RowError, read_pairs)
 from .records import A_WINS, B_WINS, TIE, PairRecord
 
@@ -371,36 +371,11 @@ def episodes_from_pair(record: PairRecord, spec: InputSpec) -> list[ChatEpisode]
 
 # --- readers -------------------------------------------------------------------------
 
-def _iter_jsonl_objects(path: Path, max_cell_chars: int) -> Iterator[tuple[int, str | None, dict | _RowError]]:
-    with _open_text(path) as f:
-        row_no = 0
-        for line in f:
-            if not line.strip():
-                continue
-            row_no += 1
-            if _has_surrogates(line):
-                yield row_no, None, _RowError("non_utf8", "line has bytes that are not UTF-8")
-            elif len(line) > max_cell_chars:
-                yield row_no, None, _RowError("cell_too_large", f"line has {len(line):,} chars > {max_cell_chars:,}")
-            else:
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    yield row_no, None, _RowError("invalid_json", f"{e.msg} at char {e.pos}")
-                    continue
-                if not isinstance(obj, dict):
-                    yield row_no, None, _RowError("unknown_shape", f"line is JSON {type(obj).__name__}, expected an object")
-                    continue
-                yield row_no, str(obj.get("id", row_no)), obj
-        if row_no == 0:
-            raise DataError(f"{path}: file has no JSON lines")
-
-
 def _read_jsonl_episodes(path: Path, fmt: str, spec: InputSpec, max_cell_chars: int) -> ChatReadResult:
     result = ChatReadResult(path=str(path), format=fmt)
     adapter = ROW_ADAPTERS[fmt]
     seen: set[str] = set()
-    for row_no, rid, obj in _iter_jsonl_objects(path, max_cell_chars):
+    for row_no, rid, obj in iter_jsonl_objects(path, max_cell_chars):
         try:
             if isinstance(obj, _RowError):
                 raise obj
