@@ -62,3 +62,31 @@ def pad_fraction(lengths: list[int] | np.ndarray, batches: list[list[int]]) -> f
     real = sum(int(lengths[b].sum()) for b in batches)
     padded = sum(int(lengths[b].max()) * len(b) for b in batches)
     return 1.0 - real / padded if padded else 0.0
+
+
+def pad_sequences(seqs, pad_value: int, *, width: int | None = None, pad_to_multiple: int = 1,
+                  side: str = "right"):
+    """The one padder of every stage: (padded LongTensor [n, width], attention mask [n, width]).
+
+    The mask marks real tokens by position, never by comparing ids with `pad_value`
+    (pad may equal EOS). `width` defaults to the longest sequence, rounded up to
+    `pad_to_multiple`; `side="left"` puts the padding first (batched generation,
+    and tests that check pooling is independent of the padding side).
+    """
+    import torch
+    if side not in ("right", "left"):
+        raise ValueError(f"side must be 'right' or 'left', not {side!r}")
+    lens = [len(s) for s in seqs]
+    w = max(lens, default=0) if width is None else width
+    w = -(-w // pad_to_multiple) * pad_to_multiple
+    out = torch.full((len(seqs), w), pad_value, dtype=torch.long)
+    mask = torch.zeros((len(seqs), w), dtype=torch.long)
+    for row, (s, n) in enumerate(zip(seqs, lens)):
+        if n > w:
+            raise ValueError(f"sequence {row} has {n} tokens, more than the width {w}")
+        if n == 0:
+            continue
+        cols = slice(0, n) if side == "right" else slice(w - n, w)
+        out[row, cols] = torch.as_tensor(np.asarray(s), dtype=torch.long)
+        mask[row, cols] = 1
+    return out, mask
