@@ -8,40 +8,35 @@ one-line message naming the file.
 
 Why the csv module and not pandas: cells can be non-UTF-8 or enormous, and we
 want to quarantine exactly those rows instead of failing the whole file;
-decoding with `surrogateescape` keeps the bad bytes visible per row.
+decoding with `surrogateescape` keeps the bad bytes visible per row. The row
+machinery (quarantine, the CSV splitter that recovers from an unclosed quote at
+the next row start, the id scan) lives in `rows.py`.
+
+Quiet edges, and their treatment (counted under `responses` in the report):
+- an empty response (`[null]`, `[]`, `[""]`, or only blank turns) is kept as
+  read (`[null]` and `[""]` as one "" turn, `[]` as no turn), never dropped, and
+  counted as `empty_a` / `empty_b`; the encoders render it as an empty answer;
+- identical responses on both sides are kept with their human label and counted
+  as `identical`; a predictor may lean such rows to a tie (`records.same_responses`).
+- A TSV named `.csv` is read with tabs (`rows.sniff_delimiter`); a `.json` file
+  holding an array of objects is read as JSON records; `.jsonl` in any case is JSONL.
 """
 from __future__ import annotations
 
 import csv
-import hashlib
-import io
 import json
 import os
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
-from .records import LABEL_NAMES, PairRecord
+from .records import LABEL_NAMES, PairRecord, response_counts
+from .rows import (DEFAULT_MAX_CELL_CHARS, DataError, Quarantined, RowError, check_cells, check_file,
+                   is_jsonl_path, iter_csv_records, iter_jsonl_objects, open_text, sniff_delimiter, stable_hash)
 
 TEXT_COLUMNS = ("prompt", "response_a", "response_b")
 REQUIRED_COLUMNS = ("id",) + TEXT_COLUMNS
-DEFAULT_MAX_CELL_CHARS = 2_000_000  # ~0.5M tokens: far beyond any real turn, catches corrupt joins
-
-csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # the default 128 KiB limit rejects real arena rows
-
-
-class DataError(ValueError):
-    """The file cannot be read at all. The message is one line naming the file."""
-
-
-@dataclass
-class Quarantined:
-    row: int  # 1-based data row (the header is row 0)
-    id: str | None
-    reason: str  # a short code, counted in the report
-    detail: str = ""
 
 
 @dataclass
@@ -67,22 +62,9 @@ class ReadResult:
             "quarantined": len(self.quarantine),
             "reasons": dict(reasons.most_common()),
             "labels": dict(sorted(Counter(r.label for r in self.records if r.label is not None).items())),
+            "responses": response_counts(self.records),
             "quarantined_rows": [q.__dict__ for q in self.quarantine[:max_listed]],
         }
-
-
-def _has_surrogates(s: str) -> bool:
-    try:
-        s.encode("utf-8")
-        return False
-    except UnicodeEncodeError:
-        return True
-
-
-class _RowError(Exception):
-    def __init__(self, reason: str, detail: str = ""):
-        super().__init__(detail)
-        self.reason, self.detail = reason, detail
 
 
 def parse_turns(cell: str, column: str) -> list[str]:
@@ -90,11 +72,11 @@ def parse_turns(cell: str, column: str) -> list[str]:
     try:
         value = json.loads(cell)
     except (json.JSONDecodeError, TypeError) as e:
-        raise _RowError("invalid_json", f"column '{column}' is not valid JSON ({e.msg} at char {e.pos})") from None
+        raise RowError("invalid_json", f"column '{column}' is not valid JSON ({e.msg} at char {e.pos})") from None
     if isinstance(value, str):  # some exports store a bare string for single-turn chats
         return [value]
     if not isinstance(value, list):
-        raise _RowError("not_a_list", f"column '{column}' is JSON {type(value).__name__}, expected a list of turns")
+        raise RowError("not_a_list", f"column '{column}' is JSON {type(value).__name__}, expected a list of turns")
     turns = []
     for t in value:
         if t is None:
@@ -105,7 +87,7 @@ def parse_turns(cell: str, column: str) -> list[str]:
             # Real exports hold bare JSON scalars as answers (`[true]` in LLMBar): keep their text.
             turns.append(json.dumps(t))
         else:
-            raise _RowError("not_a_list", f"column '{column}' has a {type(t).__name__} turn, expected strings")
+            raise RowError("not_a_list", f"column '{column}' has a {type(t).__name__} turn, expected strings")
     return turns
 
 
@@ -116,81 +98,83 @@ def parse_label(row: dict[str, str]) -> int:
         try:
             v = float(raw)
         except ValueError:
-            raise _RowError("label_not_one_hot", f"{name}={raw!r} is not a number") from None
+            raise RowError("label_not_one_hot", f"{name}={raw!r} is not a number") from None
         values.append(v)
     if sorted(values) != [0.0, 0.0, 1.0]:
-        raise _RowError("label_not_one_hot", f"winner columns are {values}, expected exactly one 1")
+        raise RowError("label_not_one_hot", f"winner columns are {values}, expected exactly one 1")
     return values.index(1.0)
 
 
-def _open_text(path: Path) -> io.TextIOWrapper:
-    # newline="" is what the csv module wants; surrogateescape keeps bad bytes per row.
-    return open(path, encoding="utf-8-sig", errors="surrogateescape", newline="")
+def _plausible_row(header: list[str]) -> "Callable[[list[str]], bool]":
+    """A record is a real row (not two rows glued by an unclosed quote) when its text
+    cells parse as JSON; consulted only for records spanning several physical lines."""
+    text_idx = [header.index(c) for c in TEXT_COLUMNS]
+
+    def plausible(cells: list[str]) -> bool:
+        for i in text_idx:
+            try:
+                json.loads(cells[i])
+            except (json.JSONDecodeError, TypeError, IndexError):
+                return False
+        return True
+    return plausible
 
 
-def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise DataError(f"{path}: no such file")
-    if path.is_dir():
-        raise DataError(f"{path}: is a directory, expected a CSV/JSONL file")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: file is empty")
+def read_csv_header(path: Path, f) -> tuple[list[str], str]:
+    """(header cells, delimiter) of an arena CSV; a TSV named .csv is read with tabs."""
+    delimiter = sniff_delimiter(path)
+    line = f.readline()
+    try:
+        header = next(csv.reader([line], delimiter=delimiter), [])
+    except csv.Error as e:
+        raise DataError(f"{path}: header is not valid CSV ({e})") from None
+    header = [h.strip() for h in header]
+    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    if missing:
+        hint = ""
+        if delimiter == "," and ";" in line:
+            hint = " (the header has ';': is the delimiter ';'? save it as comma-separated)"
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)} (header has: {', '.join(header)[:200]}){hint}")
+    return header, delimiter
 
 
 def iter_arena_csv(path: Path, max_cell_chars: int) -> Iterator[PairRecord | Quarantined]:
-    with _open_text(path) as f:
-        reader = csv.reader(f)
-        try:
-            header = next(reader)
-        except StopIteration:
-            raise DataError(f"{path}: file is empty") from None
-        except csv.Error as e:
-            raise DataError(f"{path}: header is not valid CSV ({e})") from None
-        header = [h.strip() for h in header]
-        missing = [c for c in REQUIRED_COLUMNS if c not in header]
-        if missing:
-            raise DataError(f"{path}: missing column(s) {', '.join(missing)} (header has: {', '.join(header)[:200]})")
+    with open_text(path) as f:
+        header, delimiter = read_csv_header(path, f)
         has_labels = any(n in header for n in LABEL_NAMES)
         if has_labels and not all(n in header for n in LABEL_NAMES):
             absent = [n for n in LABEL_NAMES if n not in header]
             raise DataError(f"{path}: has some winner columns but not {', '.join(absent)}")
         seen: set[str] = set()
+        id_col = header.index("id")
         row_no = 0
-        while True:
-            first_line = reader.line_num + 1
-            try:
-                cells = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as e:
-                row_no += 1
-                yield Quarantined(row_no, None, "bad_csv", str(e))
-                continue
+        for rec in iter_csv_records(f, n_cols=len(header), delimiter=delimiter, plausible=_plausible_row(header)):
             row_no += 1
-            if not cells:
-                row_no -= 1  # a blank line is not a data row
+            cells = rec.cells
+            lines = f"file lines {rec.first_line}-{rec.last_line}"
+            if cells is None:
+                yield Quarantined(row_no, None, "bad_csv", f"{rec.error} ({lines})")
+                continue
+            rid_cell = cells[id_col].strip() if len(cells) > id_col and "\n" not in cells[id_col] else ""
+            if rec.resplit:
+                yield Quarantined(row_no, rid_cell or None, "unclosed_quote", f"{rec.error} ({lines})")
                 continue
             if len(cells) != len(header):
                 # name the physical lines: an unclosed quote swallows the rows after it into this one
-                yield Quarantined(row_no, cells[0] if cells else None, "bad_row_shape",
-                                  f"{len(cells)} cells, header has {len(header)} (file lines {first_line}-{reader.line_num})")
+                yield Quarantined(row_no, rid_cell or None, "bad_row_shape",
+                                  f"{len(cells)} cells, header has {len(header)} ({lines})")
                 continue
             row = dict(zip(header, cells))
-            rid = row["id"].strip()
+            rid = rid_cell
             try:
                 if not rid:
-                    raise _RowError("missing_id", "id is empty")
-                big = [c for c in header if len(row[c]) > max_cell_chars]
-                if big:
-                    raise _RowError("cell_too_large", f"column '{big[0]}' has {len(row[big[0]]):,} chars > {max_cell_chars:,}")
-                bad = [c for c in header if _has_surrogates(row[c])] if _has_surrogates("".join(cells)) else []
-                if bad:
-                    raise _RowError("non_utf8", f"column '{bad[0]}' has bytes that are not UTF-8")
+                    raise RowError("missing_id", "id is empty")
+                check_cells(row, max_cell_chars)
                 if rid in seen:
-                    raise _RowError("duplicate_id", f"id {rid} already seen earlier in the file")
+                    raise RowError("duplicate_id", f"id {rid} already seen earlier in the file")
                 turns = {c: parse_turns(row[c], c) for c in TEXT_COLUMNS}
                 label = parse_label(row) if has_labels else None
-            except _RowError as e:
+            except RowError as e:
                 yield Quarantined(row_no, rid or None, e.reason, e.detail)
                 continue
             seen.add(rid)
@@ -242,13 +226,14 @@ def _side_turns(value: Any) -> tuple[list[str], list[str]]:
         return _messages_to_turns(value)
     if isinstance(value, list) and all(isinstance(m, (str, type(None))) for m in value):
         return [], [m or "" for m in value]
-    raise _RowError("bad_field", f"cannot read a response from JSON {type(value).__name__}")
+    raise RowError("bad_field", f"cannot read a response from JSON {type(value).__name__}")
 
 
 def _side_is_a(rid: str, seed: int = 0) -> bool:
     """Deterministic coin: put the chosen response on side A for about half the rows,
-    so a chosen/rejected file does not become an all-'A wins' training set."""
-    return hashlib.blake2b(f"{seed}:{rid}".encode(), digest_size=2).digest()[0] % 2 == 0
+    so a chosen/rejected file does not become an all-'A wins' training set.
+    (This exact hash keeps the sides of files converted before the shared coin.)"""
+    return stable_hash(f"{seed}:{rid}", size=2)[0] % 2 == 0
 
 
 def jsonl_object_to_record(obj: dict, rid: str) -> PairRecord:
@@ -273,60 +258,33 @@ def jsonl_object_to_record(obj: dict, rid: str) -> PairRecord:
         turns = {k: obj[k] if isinstance(obj[k], list) else [obj[k]] for k in TEXT_COLUMNS}
         for k, v in turns.items():
             if not all(isinstance(t, (str, type(None))) for t in v):
-                raise _RowError("bad_field", f"field '{k}' must be a string or a list of strings")
+                raise RowError("bad_field", f"field '{k}' must be a string or a list of strings")
             turns[k] = [t or "" for t in v]
         label = None
         if "label" in obj or "winner" in obj:
             raw = str(obj.get("label", obj.get("winner"))).strip().lower()
             raw = raw[:-2] if raw.endswith(".0") else raw  # 1.0 from a float column means 1
             if raw not in _LABEL_WORDS:
-                raise _RowError("bad_label", f"label {raw!r} is not one of a/b/tie/0/1/2")
+                raise RowError("bad_label", f"label {raw!r} is not one of a/b/tie/0/1/2")
             label = _LABEL_WORDS[raw]
         elif all(n in obj for n in LABEL_NAMES):
             label = parse_label({n: str(obj[n]) for n in LABEL_NAMES})
         return PairRecord(id=rid, prompt=turns["prompt"], response_a=turns["response_a"],
                           response_b=turns["response_b"], label=label,
                           model_a=obj.get("model_a"), model_b=obj.get("model_b"), source=obj.get("source"))
-    raise _RowError("unknown_shape", "expected chosen/rejected or prompt/response_a/response_b fields")
-
-
-def iter_jsonl_objects(path: Path, max_cell_chars: int) -> Iterator[tuple[int, str | None, dict | _RowError]]:
-    """(row number, id, object or the reason the line is unusable) per non-blank line.
-    Shared by the pairwise and the chat JSONL readers. A missing or null id is the row number."""
-    with _open_text(path) as f:
-        row_no = 0
-        for line in f:
-            if not line.strip():
-                continue
-            row_no += 1
-            if _has_surrogates(line):
-                yield row_no, None, _RowError("non_utf8", "line has bytes that are not UTF-8")
-            elif len(line) > max_cell_chars:
-                yield row_no, None, _RowError("cell_too_large", f"line has {len(line):,} chars > {max_cell_chars:,}")
-            else:
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    yield row_no, None, _RowError("invalid_json", f"{e.msg} at char {e.pos}")
-                    continue
-                if not isinstance(obj, dict):
-                    yield row_no, None, _RowError("unknown_shape", f"line is JSON {type(obj).__name__}, expected an object")
-                    continue
-                yield row_no, str(obj["id"]) if obj.get("id") is not None else str(row_no), obj
-        if row_no == 0:
-            raise DataError(f"{path}: file has no JSON lines")
+    raise RowError("unknown_shape", "expected chosen/rejected or prompt/response_a/response_b fields")
 
 
 def iter_pairs_jsonl(path: Path, max_cell_chars: int) -> Iterator[PairRecord | Quarantined]:
     seen: set[str] = set()
     for row_no, rid, obj in iter_jsonl_objects(path, max_cell_chars):
         try:
-            if isinstance(obj, _RowError):
+            if isinstance(obj, RowError):
                 raise obj
             if rid in seen:
-                raise _RowError("duplicate_id", f"id {rid} already seen earlier in the file")
+                raise RowError("duplicate_id", f"id {rid} already seen earlier in the file")
             rec = jsonl_object_to_record(obj, rid)
-        except _RowError as e:
+        except RowError as e:
             yield Quarantined(row_no, rid, e.reason, e.detail)
             continue
         seen.add(rid)
@@ -337,8 +295,9 @@ def read_pairs(path: str | os.PathLike, *, max_cell_chars: int = DEFAULT_MAX_CEL
                progress: bool = False) -> ReadResult:
     """Read an arena CSV or a pairwise JSONL file. Raises DataError when unreadable."""
     p = Path(path)
-    _check_file(p)
-    it: Iterable = iter_pairs_jsonl(p, max_cell_chars) if p.suffix in (".jsonl", ".json") else iter_arena_csv(p, max_cell_chars)
+    check_file(p)
+    as_json = is_jsonl_path(p) or p.suffix.lower() == ".json"
+    it: Iterable = iter_pairs_jsonl(p, max_cell_chars) if as_json else iter_arena_csv(p, max_cell_chars)
     if progress:
         from tqdm.auto import tqdm
         it = tqdm(it, desc=f"read {p.name}", unit="row", mininterval=1.0)
@@ -353,7 +312,3 @@ def write_report(result: ReadResult, path: str | os.PathLike) -> dict:
     report = result.report()
     atomic_write_text(path, json.dumps(report, indent=2) + "\n")
     return report
-
-
-def turns_to_json(turns: list[str]) -> str:
-    return json.dumps(turns, ensure_ascii=False)

@@ -21,7 +21,6 @@ A file that cannot be read at all raises `DataError`.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections import Counter
@@ -30,8 +29,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..config import from_dict, knob
-from .arena import (DEFAULT_MAX_CELL_CHARS, iter_jsonl_objects, DataError, Quarantined, _check_file, _open_text,
-                    _RowError, read_pairs)
+from .arena import read_pairs
+from .rows import (DEFAULT_MAX_CELL_CHARS, DataError, Quarantined, RowError, check_file, coin, is_jsonl_path,
+                   iter_jsonl_objects, open_text)
 from .records import A_WINS, B_WINS, TIE, PairRecord
 
 USER, BOT = "user", "bot"
@@ -142,25 +142,18 @@ class _Skip(Exception):
         self.reason = reason
 
 
-def coin(*parts: Any) -> float:
-    """A uniform number in [0, 1) from a hash of `parts`: per-row randomness that
-    does not depend on the order rows are read in."""
-    h = hashlib.blake2b("\x1f".join(map(str, parts)).encode("utf-8", "surrogatepass"), digest_size=8)
-    return int.from_bytes(h.digest(), "big") / 2**64
-
-
 def _text(value: Any, what: str) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise _RowError("bad_field", f"{what} is JSON {type(value).__name__}, expected a string")
+        raise RowError("bad_field", f"{what} is JSON {type(value).__name__}, expected a string")
     return value
 
 
 def _check_episode(ep: ChatEpisode) -> ChatEpisode:
     # An episode without a non-empty bot turn has nothing to train on: a reader bug or an empty row.
     if not any(t.text.strip() for t in ep.bot_turns):
-        raise _RowError("no_bot_turn", "no non-empty bot turn")
+        raise RowError("no_bot_turn", "no non-empty bot turn")
     return ep
 
 
@@ -182,7 +175,7 @@ def episode_from_obj(obj: dict, rid: str, spec: InputSpec) -> ChatEpisode:
     the name equals `bot_name`."""
     raw_turns = obj.get("turns")
     if not isinstance(raw_turns, list) or not raw_turns:
-        raise _RowError("bad_field", "'turns' must be a non-empty list")
+        raise RowError("bad_field", "'turns' must be a non-empty list")
     bot_name = _text(obj.get("bot_name", obj.get("bot")), "bot_name") or spec.bot_name or None
     turns = []
     for i, t in enumerate(raw_turns):
@@ -190,12 +183,12 @@ def episode_from_obj(obj: dict, rid: str, spec: InputSpec) -> ChatEpisode:
             turns.append(Turn(USER if i % 2 == 0 else BOT, t))
             continue
         if not isinstance(t, dict):
-            raise _RowError("bad_field", f"turn {i} is JSON {type(t).__name__}, expected an object or a string")
+            raise RowError("bad_field", f"turn {i} is JSON {type(t).__name__}, expected an object or a string")
         name = _text(t.get("speaker", t.get("name")), f"turn {i} speaker") or None
         role = _role(t.get("role", name), bot_name)
         if role is None:
             if bot_name is None or name is None:
-                raise _RowError("unknown_role", f"turn {i}: cannot tell who speaks (role={t.get('role')!r}, speaker={name!r})")
+                raise RowError("unknown_role", f"turn {i}: cannot tell who speaks (role={t.get('role')!r}, speaker={name!r})")
             role = USER  # a named speaker who is not the bot
         turns.append(Turn(role, _text(t.get("text", t.get("content")), f"turn {i} text"), name))
     return ChatEpisode(
@@ -212,11 +205,11 @@ def episode_from_sharegpt(obj: dict, rid: str, spec: InputSpec) -> ChatEpisode:
     a system message becomes the persona."""
     msgs = obj.get("conversations", obj.get("messages"))
     if not isinstance(msgs, list) or not msgs:
-        raise _RowError("bad_field", "'conversations' must be a non-empty list")
+        raise RowError("bad_field", "'conversations' must be a non-empty list")
     persona, turns = [], []
     for i, m in enumerate(msgs):
         if not isinstance(m, dict):
-            raise _RowError("bad_field", f"message {i} is JSON {type(m).__name__}, expected an object")
+            raise RowError("bad_field", f"message {i} is JSON {type(m).__name__}, expected an object")
         raw_role = m.get("from", m.get("role"))
         text = _text(m.get("value", m.get("content")), f"message {i}")
         if str(raw_role).lower() == "system":
@@ -224,7 +217,7 @@ def episode_from_sharegpt(obj: dict, rid: str, spec: InputSpec) -> ChatEpisode:
             continue
         role = _role(raw_role, None)
         if role is None:
-            raise _RowError("unknown_role", f"message {i} has role {raw_role!r}")
+            raise RowError("unknown_role", f"message {i} has role {raw_role!r}")
         turns.append(Turn(role, text))
     return ChatEpisode(id=f"{spec.name}:{rid}", turns=turns, persona="\n".join(persona),
                        bot_name=spec.bot_name or None, user_name=spec.user_name or None,
@@ -239,7 +232,7 @@ def episode_from_soda(obj: dict, rid: str, spec: InputSpec) -> ChatEpisode:
         raise _Skip(f"relation_not_selected:{relation}")
     dialogue, speakers = obj.get("dialogue"), obj.get("speakers")
     if not isinstance(dialogue, list) or not isinstance(speakers, list) or len(dialogue) != len(speakers) or not dialogue:
-        raise _RowError("bad_field", "'dialogue' and 'speakers' must be non-empty lists of equal length")
+        raise RowError("bad_field", "'dialogue' and 'speakers' must be non-empty lists of equal length")
     names = [_text(s, "speaker") for s in speakers]
     person_x = obj.get("PersonX")
     bot = person_x if person_x in names else names[0]
@@ -260,7 +253,7 @@ def episode_from_prompt_response(obj: dict, rid: str, spec: InputSpec) -> ChatEp
     pk = next((k for k in _PROMPT_KEYS if k in obj), None)
     rk = next((k for k in _RESPONSE_KEYS if k in obj), None)
     if pk is None or rk is None:
-        raise _RowError("unknown_shape", "expected prompt/response (or instruction/output) fields")
+        raise RowError("unknown_shape", "expected prompt/response (or instruction/output) fields")
     prompt = _text(obj[pk], pk)
     extra_input = _text(obj.get("input"), "input")
     if extra_input.strip():
@@ -293,7 +286,12 @@ def sniff_format(obj: dict) -> str:
 
 
 def _first_object(path: Path) -> dict:
-    with _open_text(path) as f:
+    if path.suffix.lower() == ".json" and not is_jsonl_path(path):
+        for _, _, obj in iter_jsonl_objects(path, DEFAULT_MAX_CELL_CHARS):  # an array file
+            if isinstance(obj, dict):
+                return obj
+            break
+    with open_text(path) as f:
         for line in f:
             if line.strip():
                 try:
@@ -377,12 +375,12 @@ def _read_jsonl_episodes(path: Path, fmt: str, spec: InputSpec, max_cell_chars: 
     seen: set[str] = set()
     for row_no, rid, obj in iter_jsonl_objects(path, max_cell_chars):
         try:
-            if isinstance(obj, _RowError):
+            if isinstance(obj, RowError):
                 raise obj
             if rid in seen:
-                raise _RowError("duplicate_id", f"id {rid} already seen earlier in the file")
+                raise RowError("duplicate_id", f"id {rid} already seen earlier in the file")
             ep = _check_episode(adapter(obj, rid, spec))
-        except _RowError as e:
+        except RowError as e:
             result.quarantine.append(Quarantined(row_no, rid, e.reason, e.detail))
             continue
         except _Skip as s:
@@ -400,7 +398,7 @@ def _read_pair_episodes(path: Path, spec: InputSpec, max_cell_chars: int) -> Cha
     for row_no, rec in enumerate(pairs.records, 1):
         try:
             eps = [_check_episode(e) for e in episodes_from_pair(rec, spec)]
-        except _RowError as e:
+        except RowError as e:
             result.quarantine.append(Quarantined(row_no, rec.id, "empty_target" if e.reason == "no_bot_turn" else e.reason,
                                                  e.detail))
             continue
@@ -416,7 +414,7 @@ def read_chat(spec: InputSpec | dict, *, max_cell_chars: int = DEFAULT_MAX_CELL_
     """Read one input into episodes. Raises DataError when the file is unreadable."""
     spec = input_spec(spec)
     path = Path(spec.path)
-    _check_file(path)
+    check_file(path)
     fmt = detect_format(path) if spec.format == "auto" else spec.format
     if fmt == "pairs":
         return _read_pair_episodes(path, spec, max_cell_chars)

@@ -9,7 +9,7 @@ and `in == out + sum(dropped)` always (checked when the entry is built). Filters
 never mutate their input: a modified episode is a new object.
 
 Randomness is per episode, from a hash of (seed, filter name, episode id)
-(`chat.coin`), never from iteration order, so the kept set does not depend on
+(`rows.coin`), never from iteration order, so the kept set does not depend on
 how the input was ordered or which other episodes are present.
 
 Each filter's config block is a small dataclass (documented at the field);
@@ -18,7 +18,6 @@ Each filter's config block is a small dataclass (documented at the field);
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import re
 import statistics
 import unicodedata
@@ -28,7 +27,8 @@ from functools import lru_cache
 from typing import Any, Callable
 
 from ..config import from_dict, knob
-from .chat import BOT, ChatEpisode, Turn, coin
+from .chat import BOT, ChatEpisode, Turn
+from .rows import coin, stable_hash
 
 Entry = dict[str, Any]
 
@@ -415,19 +415,16 @@ class DedupConfig:
     prefix: bool = knob(True, "drop episodes whose turns are a prefix of a longer episode with the same header")
 
 
-def _h(*parts: str) -> bytes:
-    return hashlib.blake2b("\x1e".join(parts).encode("utf-8", "surrogatepass"), digest_size=16).digest()
-
-
 def _header_key(ep: ChatEpisode) -> bytes:
-    return _h(norm(ep.persona), norm(ep.scenario), norm(ep.bot_name or ""), norm(ep.user_name or ""))
+    return stable_hash(norm(ep.persona), norm(ep.scenario), norm(ep.bot_name or ""), norm(ep.user_name or ""),
+                       sep="\x1e", size=16)
 
 
 def _turn_chain(ep: ChatEpisode) -> list[bytes]:
     """Hash of each turn prefix: chain[k] identifies turns[:k+1] under this header."""
     h, chain = _header_key(ep), []
     for t in ep.turns:
-        h = _h(h.hex(), t.role, norm(ep.speaker(t) or ""), norm(t.text))
+        h = stable_hash(h.hex(), t.role, norm(ep.speaker(t) or ""), norm(t.text), sep="\x1e", size=16)
         chain.append(h)
     return chain
 

@@ -34,6 +34,26 @@ class PairRecord:
         return max(len(self.prompt), len(self.response_a), len(self.response_b))
 
 
+def is_empty_response(turns: list[str]) -> bool:
+    """`[null]`, `[]`, `[""]` or only blank turns: nothing was answered."""
+    return not any(t.strip() for t in turns)
+
+
+def same_responses(record: PairRecord) -> bool:
+    """Both sides say the same thing (whitespace aside): the vote can only be taste or noise,
+    so such rows lean to a tie; counted in the data report."""
+    return [" ".join(t.split()) for t in record.response_a] == [" ".join(t.split()) for t in record.response_b]
+
+
+def response_counts(records: list[PairRecord]) -> dict[str, int]:
+    """The data report's count of empty responses per side and of identical A/B responses."""
+    return {
+        "empty_a": sum(is_empty_response(r.response_a) for r in records),
+        "empty_b": sum(is_empty_response(r.response_b) for r in records),
+        "identical": sum(same_responses(r) for r in records),
+    }
+
+
 def swap(record: PairRecord) -> PairRecord:
     """Exchange sides A and B; the label follows (A wins <-> B wins, tie stays)."""
     return dataclasses.replace(

@@ -6,17 +6,16 @@ normalised prompt text. sklearn's StratifiedGroupKFold does the rest.
 """
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
 from .records import PairRecord
+from .rows import stable_hash
 
 
 def prompt_group(record: PairRecord) -> str:
     text = "\x1e".join(" ".join(t.lower().split()) for t in record.prompt)
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+    return stable_hash(text).hex()
 
 
 def fold_ids(records: list[PairRecord], n_folds: int, seed: int = 0) -> np.ndarray:

@@ -10,7 +10,8 @@ import argparse
 import json
 import sys
 
-from .arena import DataError, read_pairs, write_report
+from ..errors import run_cli
+from .arena import read_pairs, write_report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,14 +21,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-cell-chars", type=int, default=None, help="quarantine rows with a larger cell")
     args = ap.parse_args(argv)
     kw = {} if args.max_cell_chars is None else {"max_cell_chars": args.max_cell_chars}
-    try:
+
+    def body() -> None:
         result = read_pairs(args.path, **kw)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    summary = write_report(result, args.report) if args.report else result.report(max_listed=20)
-    print(json.dumps(summary))
-    return 0
+        summary = write_report(result, args.report) if args.report else result.report(max_listed=20)
+        print(json.dumps(summary))
+    return run_cli(body)
 
 
 if __name__ == "__main__":

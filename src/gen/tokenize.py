@@ -40,7 +40,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..config import from_dict, knob
-from ..data.chat import BOT, ChatEpisode, coin
+from ..data.chat import BOT, ChatEpisode
+from ..data.rows import coin
 
 IGNORE = -100
 FORMAT_VERSION = "prefpipe.chat_tokens/1"
