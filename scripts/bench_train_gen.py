@@ -37,8 +37,8 @@ import torch  # noqa: E402
 
 
 def make_data(episodes: int, max_len: int, seed: int, folder: Path):
-    from src.data.prepare_chat import PrepareChatConfig, prepare
-    from src.gen.tokenize import load_tokenized
+    from src.gen.prepare_chat import PrepareChatConfig, prepare
+    from src.gen.dataset import load_tokenized
     prepare(PrepareChatConfig(synthetic_episodes=episodes, tokenizer="tiny", val_frac=0.05, seed=seed,
                               tokenize={"max_len": max_len}), str(folder / "data"))
     return load_tokenized(folder / "data")
@@ -46,7 +46,7 @@ def make_data(episodes: int, max_len: int, seed: int, folder: Path):
 
 def fresh_model(tok, seed: int):
     from src.gen.tiny import build_tiny_model
-    from src.gen.tokenize import ensure_pad_token
+    from src.gen.model import ensure_pad_token
     model = build_tiny_model(tok.vocab_size, tok.eos_token_id, seed=seed)
     ensure_pad_token(model, copy.deepcopy(tok))
     return model
@@ -56,7 +56,7 @@ def fresh_model(tok, seed: int):
 def val_loss(model, data, tok) -> float:
     """Validation loss per label token, the same function for both trainers' models."""
     from src.gen.task import token_losses
-    from src.gen.tokenize import collate
+    from src.gen.collate import collate
     model.eval()
     total, n = 0.0, 0
     for i in range(0, len(data.val), 16):

@@ -49,7 +49,7 @@ def load(args: argparse.Namespace):
     import torch
 
     from .device import pick_device
-    from .gen.model import load_for_generation
+    from .gen.checkpoint import load_for_generation
     device = pick_device(args.device)
     dtype = torch.bfloat16 if device in ("cuda", "xpu") else torch.float32
     model, tok, meta = load_for_generation(args.run, dtype=dtype, trust_remote_code=args.trust_remote_code)
@@ -59,18 +59,27 @@ def load(args: argparse.Namespace):
 def main(argv: list[str] | None = None) -> int:
     from .gen.sampling import (ChatSession, SamplingConfig, SamplingError, check_supported, context_length, generate,
                                sampling_config)
-    from .gen.tokenize import tokenize_config
+    from .errors import UsageError, run_cli
+    from .gen.render import tokenize_config
     ap = build_parser()
     args = ap.parse_args(argv)
-    try:
-        overrides = dataclasses.asdict(resolve(SamplingConfig, None, args))
-        explicit = {k: v for k, v in overrides.items() if getattr(args, k, None) is not None}
-        sc = sampling_config(args.preset, **explicit)
-        check_supported(sc)  # before loading a large model
-        model, tok, meta = load(args)
-    except (ValueError, SamplingError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    loaded: list = []
+
+    def load_all() -> None:
+        try:
+            overrides = dataclasses.asdict(resolve(SamplingConfig, None, args))
+            explicit = {k: v for k, v in overrides.items() if getattr(args, k, None) is not None}
+            sc = sampling_config(args.preset, **explicit)
+            check_supported(sc)  # before loading a large model
+            loaded.extend([sc, *load(args)])
+        except (ValueError, SamplingError, OSError) as e:  # bad settings; a model that cannot be loaded
+            if isinstance(e, UsageError):
+                raise
+            raise UsageError(str(e)) from None
+    rc = run_cli(load_all)
+    if rc:
+        return rc
+    sc, model, tok, meta = loaded
     limit = args.max_context or context_length(model, tok)
     session = ChatSession(tok, tokenize_config(meta.get("tokenize")), persona=args.persona, scenario=args.scenario,
                           bot_name=args.bot_name, user_name=args.user_name, max_context=limit)

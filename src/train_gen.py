@@ -9,7 +9,7 @@
     python -m src.train_gen --merge runs/gptj                            # LoRA folded into the base: runs/gptj/merged
     accelerate launch --config_file configs/accelerate/ddp.yaml -m src.train_gen --config ...
 
---data: a prepared dataset folder (python -m src.data.prepare_chat), a prepare_chat YAML, or a
+--data: a prepared dataset folder (python -m src.gen.prepare_chat), a prepare_chat YAML, or a
 raw chat file (.jsonl/.json/.csv) prepared on the fly into RUN/data. Every GenConfig field is a
 flag (see --help); precedence: defaults < --config YAML < flags.
 """
@@ -42,22 +42,19 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, GenCo
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .data.arena import DataError
-    from .gen.train import RunError, merge, run
-    try:
-        args, cfg = parse_args(argv)
-    except ValueError as e:  # a config value out of range, an unknown YAML field
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    try:
+    from .errors import UsageError, run_cli
+    from .gen.train import merge, run
+
+    def body() -> None:
+        try:
+            args, cfg = parse_args(argv)
+        except ValueError as e:  # a config value out of range, an unknown YAML field
+            raise UsageError(str(e)) from None
         if cfg is None:
             merge(args.merge, args.out)
         else:
             run(cfg, resume=args.resume)
-    except (RunError, DataError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(body)
 
 
 if __name__ == "__main__":

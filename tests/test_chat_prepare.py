@@ -1,4 +1,4 @@
-"""End to end: `python -m src.data.prepare_chat` turns raw files into a tokenised
+"""End to end: `python -m src.gen.prepare_chat` turns raw files into a tokenised
 dataset plus a data report whose counts add up from the first row to the last token."""
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import pytest
 import yaml
 
 from src.config import resolve
-from src.data.prepare_chat import PrepareChatConfig, main
-from src.gen.tokenize import IGNORE, load_tokenized
+from src.gen.prepare_chat import PrepareChatConfig, main
+from src.gen.dataset import load_tokenized
+from src.gen.encode import IGNORE
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = {"synthetic_episodes": 120, "seed": 3, "names": {"enabled": True},
@@ -103,7 +104,7 @@ def test_real_inputs_and_duplicate_names(tmp_path, synthetic_csv):
 def test_shipped_configs_validate():
     # configs/gen also holds other stages' configs: check those launched with prepare_chat
     paths = [p for p in sorted((REPO / "configs" / "gen").glob("*.yaml"))
-             if f"src.data.prepare_chat --config configs/gen/{p.name}" in p.read_text()]
+             if f"src.gen.prepare_chat --config configs/gen/{p.name}" in p.read_text()]
     assert paths
     for p in paths:
         cfg = resolve(PrepareChatConfig, str(p))

@@ -12,8 +12,10 @@ import torch
 
 from src.data.chat import BOT, USER, Turn
 from src.gen import sampling as S
+from src.gen.encode import build_prompt
+from src.gen.model import ensure_pad_token
+from src.gen.render import tokenize_config
 from src.gen.tiny import build_tiny
-from src.gen.tokenize import ensure_pad_token, tokenize_config
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +140,7 @@ def test_chat_prompt_fits_the_context_budget(tiny):
     assert "Answer 39: it is old." in text and "Question number 0 " not in text  # the newest turns stay
     assert text.endswith("You: And the last question?\nAiko: ")
     # a budget smaller than the persona plus the last exchange keeps the newest tokens
-    tight, _ = S.prompt_ids(s.episode("And the last question?"), tok, s.tok_cfg, budget=12)
+    tight, _ = build_prompt(s.episode("And the last question?"), tok, s.tok_cfg, budget=12)
     assert len(tight) == 12 and tok.decode(tight).endswith("Aiko: ")
 
 

@@ -14,7 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from src.data.chat import BOT, USER, ChatEpisode, Turn
-from src.gen import tokenize as T
+from src.gen import collate as C
+from src.gen import dataset as D
+from src.gen import encode as E
+from src.gen import model as M
+from src.gen import render as R
 from src.gen.tiny import build_tiny, build_tiny_tokenizer, load_tiny, save_tiny
 
 # Texts are drawn from disjoint alphabets, so a decoded token shows where it came from.
@@ -26,21 +30,21 @@ NAMES = st.sampled_from(["Q", "Rr", "Sss"])
 @pytest.fixture(scope="module")
 def tok():
     t = build_tiny_tokenizer()
-    T.ensure_pad_token(None, t)
+    M.ensure_pad_token(None, t)
     return t
 
 
 @pytest.fixture(scope="module")
 def chat_tok():
     t = build_tiny_tokenizer(chat_template=True)
-    T.ensure_pad_token(None, t)
+    M.ensure_pad_token(None, t)
     return t
 
 
-def cfg(**kw) -> T.TokenizeConfig:
+def cfg(**kw) -> R.TokenizeConfig:
     fmt = {"persona": "P{bot}: {persona}\n", "scenario": "S: {scenario}\n", "start": "<START>\n",
            "user_turn": "{name}: {text}\n", "bot_prefix": "{name}: ", "bot_suffix": "\n"}
-    return T.tokenize_config({"prompt_format": fmt, **kw})
+    return R.tokenize_config({"prompt_format": fmt, **kw})
 
 
 def episode(turns, persona="", scenario="", bot="Q", user="Rr", eid="e", source="s", group="") -> ChatEpisode:
@@ -63,10 +67,10 @@ def decode(tok, ids) -> str:
 # --- the label and EOS invariants ------------------------------------------------------------
 
 @settings(max_examples=150, deadline=None)
-@given(episode_st, st.integers(8, 120), st.sampled_from(T.OVER_LENGTH), st.sampled_from(["all_bot", "last_bot"]))
+@given(episode_st, st.integers(8, 120), st.sampled_from(R.OVER_LENGTH), st.sampled_from(["all_bot", "last_bot"]))
 def test_labels_eos_and_length_invariants(tok, ep, max_len, policy, train_on):
     c = cfg(max_len=max_len, over_length=policy, train_on=train_on)
-    examples, rep = T.tokenize_episodes([ep], tok, c)
+    examples, rep = E.tokenize_episodes([ep], tok, c)
     assert rep["in"] == rep["out"] + sum(rep["dropped"].values()) == 1
     if not examples:
         assert set(rep["dropped"]) <= {"too_long", "no_trainable_tokens"}
@@ -75,15 +79,15 @@ def test_labels_eos_and_length_invariants(tok, ep, max_len, policy, train_on):
     (ex,) = examples
     ids, labels, eos = ex.input_ids, ex.labels, tok.eos_token_id
     assert len(ids) == len(labels) <= max_len
-    assert all(lab in (T.IGNORE, i) for i, lab in zip(ids, labels))
-    assert any(lab != T.IGNORE for lab in labels)
+    assert all(lab in (E.IGNORE, i) for i, lab in zip(ids, labels))
+    assert any(lab != E.IGNORE for lab in labels)
     # EOS iff not truncated, checked by id; EOS nowhere else.
     assert (labels[-1] == eos and ids[-1] == eos) == (not ex.truncated)
     assert eos not in ids[:-1]
     if ex.truncated:
         assert len(ids) == max_len  # cut exactly at the limit
     # No prompt token carries a label: every labelled token decodes to bot-alphabet text.
-    trained = decode(tok, [i for i, lab in zip(ids, labels) if lab != T.IGNORE and i != eos])
+    trained = decode(tok, [i for i, lab in zip(ids, labels) if lab != E.IGNORE and i != eos])
     if ex.truncated:  # a cut can split a multi-byte character ('é') at the very end
         trained = trained.rstrip("\ufffd")
     assert set(trained) <= set(BOT_ALPHA) | {"\n"}
@@ -98,62 +102,62 @@ def test_labels_eos_and_length_invariants(tok, ep, max_len, policy, train_on):
 @settings(max_examples=60, deadline=None)
 @given(episode_st)
 def test_all_tokens_mode_labels_everything(tok, ep):
-    (ex,), _ = T.tokenize_episodes([ep], tok, cfg(labels="all", max_len=4096))
+    (ex,), _ = E.tokenize_episodes([ep], tok, cfg(labels="all", max_len=4096))
     assert ex.labels == ex.input_ids and ex.input_ids[-1] == tok.eos_token_id
 
 
 @settings(max_examples=40, deadline=None)
 @given(episode_st)
 def test_chat_template_path_masks_the_prompt(chat_tok, ep):
-    examples, rep = T.tokenize_episodes([ep], chat_tok, cfg(template="chat_template", max_len=4096))
+    examples, rep = E.tokenize_episodes([ep], chat_tok, cfg(template="chat_template", max_len=4096))
     if not examples:  # only a greeting: it becomes system context, nothing is left to learn
         assert rep["dropped"] == {"no_bot_turn": 1} and ep.turns[0].role == BOT
         assert all(t.role == BOT for t in ep.turns[:max(i for i, t in enumerate(ep.turns) if t.role == BOT)])
         return
     (ex,) = examples
-    trained = decode(chat_tok, [i for i, lab in zip(ex.input_ids, ex.labels) if lab not in (T.IGNORE, chat_tok.eos_token_id)])
+    trained = decode(chat_tok, [i for i, lab in zip(ex.input_ids, ex.labels) if lab not in (E.IGNORE, chat_tok.eos_token_id)])
     assert set(trained) <= set(BOT_ALPHA) | {"\n"}
-    full = chat_tok.apply_chat_template(T._messages(ep), tokenize=False)
+    full = chat_tok.apply_chat_template(R.chat_messages(ep), tokenize=False)
     assert decode(chat_tok, ex.input_ids[:-1]) == full  # same text as the template renders at once
     assert ex.labels[-1] == chat_tok.eos_token_id
 
 
 def test_auto_template_and_unstable_template(tok, chat_tok):
-    assert T.uses_chat_template(chat_tok, cfg(template="auto"))
-    assert not T.uses_chat_template(tok, cfg(template="auto"))
-    with pytest.raises(T.TemplateError, match="no chat template"):
-        T.uses_chat_template(tok, cfg(template="chat_template"))
+    assert R.uses_chat_template(chat_tok, cfg(template="auto"))
+    assert not R.uses_chat_template(tok, cfg(template="auto"))
+    with pytest.raises(R.TemplateError, match="no chat template"):
+        R.uses_chat_template(tok, cfg(template="chat_template"))
     bad = copy.deepcopy(chat_tok)
     # A template that rewrites earlier turns (like ones that strip old reasoning) cannot be segmented.
     bad.chat_template = "{{ messages | length }}{% for m in messages %}{{ m['content'] }}{% endfor %}"
-    with pytest.raises(T.TemplateError, match="prefix-stable"):
-        T.tokenize_episodes([episode([(USER, "hi"), (BOT, "yo")])], bad, cfg(template="chat_template"))
+    with pytest.raises(R.TemplateError, match="prefix-stable"):
+        E.tokenize_episodes([episode([(USER, "hi"), (BOT, "yo")])], bad, cfg(template="chat_template"))
 
 
 def test_plain_render_and_prompt_for_generation(tok, chat_tok):
     ep = episode([(USER, "UV"), (BOT, "ab"), (USER, "XY"), (BOT, "cd"), (USER, "trailing")], persona="PX",
                  scenario="SC")
-    (ex,), _ = T.tokenize_episodes([ep], tok, cfg())
+    (ex,), _ = E.tokenize_episodes([ep], tok, cfg())
     text = decode(tok, ex.input_ids)
     assert text == "PQ: PX\nS: SC\n<START>\nRr: UV\nQ: ab\nRr: XY\nQ: cd" + tok.eos_token  # trailing user turn dropped
     # The generation stage renders the prompt the same way: it ends with the bot prefix.
     history = episode([(t.role, t.text) for t in ep.turns[:3]], persona="PX", scenario="SC")
-    assert T.render_prompt(history, tok, cfg()) == "PQ: PX\nS: SC\n<START>\nRr: UV\nQ: ab\nRr: XY\nQ: "
+    assert E.render_prompt(history, tok, cfg()) == "PQ: PX\nS: SC\n<START>\nRr: UV\nQ: ab\nRr: XY\nQ: "
     # Prompt ids for generation are the training ids up to the response, token for token.
-    prompt_ids = T.encode_prompt(history, tok, cfg())
+    prompt_ids = E.encode_prompt(history, tok, cfg())
     assert ex.input_ids[:len(prompt_ids)] == prompt_ids
     assert decode(tok, ex.input_ids[len(prompt_ids):]) == "cd" + tok.eos_token
-    assert all(lab == T.IGNORE for lab in ex.labels[len(prompt_ids) - 6:len(prompt_ids)])
+    assert all(lab == E.IGNORE for lab in ex.labels[len(prompt_ids) - 6:len(prompt_ids)])
     # The same holds through a chat template.
     c_cfg = cfg(template="chat_template", train_on="last_bot")
-    (cx,), _ = T.tokenize_episodes([ep], chat_tok, c_cfg)
-    c_ids = T.encode_prompt(history, chat_tok, c_cfg)
-    assert cx.input_ids[:len(c_ids)] == c_ids and all(lab == T.IGNORE for lab in cx.labels[:len(c_ids)])
+    (cx,), _ = E.tokenize_episodes([ep], chat_tok, c_cfg)
+    c_ids = E.encode_prompt(history, chat_tok, c_cfg)
+    assert cx.input_ids[:len(c_ids)] == c_ids and all(lab == E.IGNORE for lab in cx.labels[:len(c_ids)])
     assert decode(chat_tok, cx.input_ids[len(c_ids):]).startswith("cd")
     with pytest.raises(ValueError, match="nothing to continue"):
-        T.encode_prompt(episode([(BOT, "hello")]), chat_tok, cfg(template="chat_template"))
+        E.encode_prompt(episode([(BOT, "hello")]), chat_tok, cfg(template="chat_template"))
     # Default names where an episode has none.
-    (ex2,), _ = T.tokenize_episodes([episode([(USER, "x"), (BOT, "y")], bot=None, user=None)], tok, T.TokenizeConfig())
+    (ex2,), _ = E.tokenize_episodes([episode([(USER, "x"), (BOT, "y")], bot=None, user=None)], tok, R.TokenizeConfig())
     assert decode(tok, ex2.input_ids).startswith("User: x\nBot: y")
 
 
@@ -168,8 +172,8 @@ def long_episode(n_exchanges=12) -> ChatEpisode:
 
 def test_truncate_left_keeps_the_final_answer_and_eos(tok):
     ep = long_episode()
-    full_len = len(T.tokenize_episodes([ep], tok, cfg(max_len=4096))[0][0].input_ids)
-    (ex,), rep = T.tokenize_episodes([ep], tok, cfg(max_len=full_len // 2, over_length="truncate_left"))
+    full_len = len(E.tokenize_episodes([ep], tok, cfg(max_len=4096))[0][0].input_ids)
+    (ex,), rep = E.tokenize_episodes([ep], tok, cfg(max_len=full_len // 2, over_length="truncate_left"))
     text = decode(tok, ex.input_ids)
     assert ex.trimmed and not ex.truncated and rep["trimmed"] == 1
     assert text.endswith("answer 11 " + "abc " * 5 + tok.eos_token)
@@ -180,23 +184,23 @@ def test_truncate_left_keeps_the_final_answer_and_eos(tok):
 
 def test_truncate_left_when_only_the_last_answer_fits(tok):
     ep = episode([(USER, "U" * 200), (BOT, "abc abc")], persona="X" * 100)
-    (ex,), _ = T.tokenize_episodes([ep], tok, cfg(max_len=20, over_length="truncate_left"))
+    (ex,), _ = E.tokenize_episodes([ep], tok, cfg(max_len=20, over_length="truncate_left"))
     assert ex.trimmed and not ex.truncated and decode(tok, ex.input_ids).endswith("Q: abc abc" + tok.eos_token)
     ep = episode([(USER, "hi"), (BOT, "abc " * 200)])
-    (ex,), _ = T.tokenize_episodes([ep], tok, cfg(max_len=30, over_length="truncate_left"))
+    (ex,), _ = E.tokenize_episodes([ep], tok, cfg(max_len=30, over_length="truncate_left"))
     assert ex.truncated and len(ex.input_ids) == 30 and ex.input_ids[-1] != tok.eos_token_id
 
 
 def test_drop_and_right_truncation_and_no_trainable_tokens(tok):
     eps = [long_episode(), episode([(USER, "hi"), (BOT, "ab")], eid="short")]
-    kept, rep = T.tokenize_episodes(eps, tok, cfg(max_len=64, over_length="drop"))
+    kept, rep = E.tokenize_episodes(eps, tok, cfg(max_len=64, over_length="drop"))
     assert [e.id for e in kept] == ["short"] and rep["dropped"] == {"too_long": 1}
-    (ex, _), rep = T.tokenize_episodes(eps, tok, cfg(max_len=160, over_length="truncate_right"))
+    (ex, _), rep = E.tokenize_episodes(eps, tok, cfg(max_len=160, over_length="truncate_right"))
     assert ex.truncated and len(ex.input_ids) == 160 and rep["truncated"] == 1
     assert decode(tok, ex.input_ids).startswith("PQ: a persona")  # right truncation keeps the start
     # Cutting the end of a long prompt leaves nothing to learn: dropped, and reported.
     ep = episode([(USER, "UVW " * 100), (BOT, "ab")])
-    kept, rep = T.tokenize_episodes([ep], tok, cfg(max_len=32, over_length="truncate_right"))
+    kept, rep = E.tokenize_episodes([ep], tok, cfg(max_len=32, over_length="truncate_right"))
     assert kept == [] and rep["dropped"] == {"no_trainable_tokens": 1}
 
 
@@ -206,7 +210,7 @@ def test_ensure_pad_token_adds_distinct_pad_and_mean_rows():
     model, tok = build_tiny()
     assert tok.pad_token_id is None
     old = model.get_input_embeddings().weight.detach().clone()
-    info = T.ensure_pad_token(model, tok)
+    info = M.ensure_pad_token(model, tok)
     rows = model.get_input_embeddings().weight
     assert info["added"] and tok.pad_token_id != tok.eos_token_id and tok.pad_token_id is not None
     assert rows.shape[0] % 64 == 0 and rows.shape[0] >= len(tok) and info["embedding_rows"] == rows.shape[0]
@@ -214,7 +218,7 @@ def test_ensure_pad_token_adds_distinct_pad_and_mean_rows():
     assert torch.allclose(rows[old.shape[0]:], old.mean(0).expand(rows.shape[0] - old.shape[0], -1))
     assert model.get_output_embeddings().weight.shape[0] == rows.shape[0]
     assert model.config.pad_token_id == tok.pad_token_id
-    again = T.ensure_pad_token(model, tok)  # idempotent
+    again = M.ensure_pad_token(model, tok)  # idempotent
     assert not again["added"] and model.get_input_embeddings().weight.shape[0] == rows.shape[0]
     out = model(torch.tensor([[tok.pad_token_id, tok.eos_token_id]])).logits
     assert out.shape[-1] == rows.shape[0] and torch.isfinite(out).all()
@@ -224,7 +228,7 @@ def test_pad_equal_to_eos_is_replaced():
     tok = build_tiny_tokenizer()
     tok.pad_token = tok.eos_token  # the common shortcut that teaches a model never to stop
     assert tok.pad_token_id == tok.eos_token_id
-    info = T.ensure_pad_token(None, tok)
+    info = M.ensure_pad_token(None, tok)
     assert info["added"] and tok.pad_token_id != tok.eos_token_id
 
 
@@ -233,14 +237,14 @@ def test_untied_output_rows_and_bias():
     model.config.tie_word_embeddings = False
     head = torch.nn.Linear(64, model.get_input_embeddings().weight.shape[0], bias=True)
     model.set_output_embeddings(head)
-    n = T.resize_embeddings(model, len(tok) + 1)
+    n = M.resize_embeddings(model, len(tok) + 1)
     assert n % 64 == 0 and model.get_output_embeddings().weight.shape[0] == n
-    assert T.resize_embeddings(model, 10) == n  # never shrinks
+    assert M.resize_embeddings(model, 10) == n  # never shrinks
 
 
 def test_tiny_save_and_load(tmp_path):
     model, tok = build_tiny(seed=3)
-    T.ensure_pad_token(model, tok)
+    M.ensure_pad_token(model, tok)
     save_tiny(model, tok, tmp_path / "m")
     m2, t2 = load_tiny(tmp_path / "m")
     model.eval(), m2.eval()
@@ -257,12 +261,12 @@ def some_examples(tok, n=30, seed=0):
     rng = np.random.default_rng(seed)
     eps = [episode([(USER, "UV " * int(rng.integers(1, 8))), (BOT, "ab " * int(rng.integers(1, 12)))], eid=f"e{i}")
            for i in range(n)]
-    return T.tokenize_episodes(eps, tok, cfg(max_len=64))[0]
+    return E.tokenize_episodes(eps, tok, cfg(max_len=64))[0]
 
 
 def test_packing_preserves_tokens_and_restarts_positions(tok):
     examples = some_examples(tok)
-    packed = T.pack_examples(examples, 64)
+    packed = C.pack_examples(examples, 64)
     assert len(packed) < len(examples)
     assert all(len(p.input_ids) <= 64 for p in packed)
     assert sorted(i for p in packed for i in p.id.split("+")) == sorted(e.id for e in examples)
@@ -274,18 +278,18 @@ def test_packing_preserves_tokens_and_restarts_positions(tok):
         for k, eid in zip(starts, p.id.split("+")):
             e = by_id[eid]
             assert p.input_ids[k:k + len(e.input_ids)] == e.input_ids
-            assert p.labels[k] == T.IGNORE  # never predicted from the previous example
+            assert p.labels[k] == E.IGNORE  # never predicted from the previous example
             assert p.labels[k + 1:k + len(e.labels)] == e.labels[1:]
 
 
 def test_packed_rows_do_not_attend_across_examples(tok):
     model, _ = build_tiny(seed=1)
-    T.ensure_pad_token(model, tok)
+    M.ensure_pad_token(model, tok)
     model.eval()
     examples = some_examples(tok, n=6, seed=2)
-    (row, *_) = T.pack_examples(examples, 128)
+    (row, *_) = C.pack_examples(examples, 128)
     assert row.n_examples >= 2
-    batch = T.collate([{"input_ids": row.input_ids, "labels": row.labels, "position_ids": row.position_ids}],
+    batch = C.collate([{"input_ids": row.input_ids, "labels": row.labels, "position_ids": row.position_ids}],
                       tok.pad_token_id)
     with torch.no_grad():
         packed_logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits[0]
@@ -300,14 +304,14 @@ def test_packed_rows_do_not_attend_across_examples(tok):
 
 def test_collate_pads_by_position(tok):
     examples = some_examples(tok, n=3)
-    batch = T.collate([{"input_ids": np.array(e.input_ids, dtype=np.int32), "labels": e.labels} for e in examples],
+    batch = C.collate([{"input_ids": np.array(e.input_ids, dtype=np.int32), "labels": e.labels} for e in examples],
                       tok.pad_token_id, pad_to_multiple_of=8)
     L = batch["input_ids"].shape[1]
     assert L % 8 == 0 and L >= max(len(e.input_ids) for e in examples)
     for r, e in enumerate(examples):
         n = len(e.input_ids)
         assert batch["attention_mask"][r, :n].all() and not batch["attention_mask"][r, n:].any()
-        assert (batch["input_ids"][r, n:] == tok.pad_token_id).all() and (batch["labels"][r, n:] == T.IGNORE).all()
+        assert (batch["input_ids"][r, n:] == tok.pad_token_id).all() and (batch["labels"][r, n:] == E.IGNORE).all()
         assert batch["labels"][r, n - 1] == tok.eos_token_id  # a real EOS stays a target
     assert "position_ids" not in batch
 
@@ -316,38 +320,69 @@ def test_collate_pads_by_position(tok):
 
 def test_split_by_group_never_straddles_and_hits_the_fraction():
     eps = [episode([(USER, "q"), (BOT, "a")], eid=f"e{i}", group=f"g{i // 3}") for i in range(6000)]
-    train, val = T.split_by_group(eps, 0.05, seed=0)
+    train, val = D.split_by_group(eps, 0.05, seed=0)
     assert len(train) + len(val) == len(eps)
     assert not {e.group_id for e in train} & {e.group_id for e in val}
     assert abs(len({e.group_id for e in val}) / 2000 - 0.05) < 0.015
-    rev_train, rev_val = T.split_by_group(eps[::-1], 0.05, seed=0)
+    rev_train, rev_val = D.split_by_group(eps[::-1], 0.05, seed=0)
     assert {e.id for e in rev_val} == {e.id for e in val}
-    assert {e.id for e in T.split_by_group(eps, 0.05, seed=1)[1]} != {e.id for e in val}
+    assert {e.id for e in D.split_by_group(eps, 0.05, seed=1)[1]} != {e.id for e in val}
 
 
 def test_split_small_data_gets_one_val_group():
     eps = [episode([(USER, "q"), (BOT, "a")], eid=f"e{i}") for i in range(3)]
-    train, val = T.split_by_group(eps, 0.05, seed=0)
+    train, val = D.split_by_group(eps, 0.05, seed=0)
     assert len(val) == 1 and len(train) == 2
-    assert T.split_by_group(eps, 0.0, seed=0)[1] == []
+    assert D.split_by_group(eps, 0.0, seed=0)[1] == []
 
 
 # --- on disk ---------------------------------------------------------------------------------
 
 def test_save_and_load_round_trip(tmp_path, tok):
     examples = some_examples(tok, n=10)
-    packed = T.pack_examples(examples[:6], 64)
+    packed = C.pack_examples(examples[:6], 64)
     out = tmp_path / "ds"
-    T.save_tokenized(out, {"train": packed, "val": examples[6:]}, tok, {"pad_token_id": tok.pad_token_id}, {"x": 1})
-    data = T.load_tokenized(out)
-    assert len(data.train) == len(packed) and len(data.val) == 4 and data.pad_token_id == tok.pad_token_id
+    D.save_tokenized(out, {"train": packed, "val": examples[6:]}, tok, {"pad_token_id": tok.pad_token_id}, {"x": 1})
+    data = D.load_tokenized(out)
+    assert len(data.train) == len(packed) and len(data.val) == 4 and data.meta["pad_token_id"] == tok.pad_token_id
     for row, ex in zip(data.train, packed):
         assert row["input_ids"].tolist() == ex.input_ids and row["labels"].tolist() == ex.labels
         assert row["position_ids"].tolist() == ex.position_ids and row["id"] == ex.id
     assert data.val[0]["input_ids"].tolist() == examples[6].input_ids and "position_ids" not in data.val[0]
     assert data.tokenizer().pad_token_id == tok.pad_token_id
     with pytest.raises(FileExistsError):
-        T.save_tokenized(out, {"train": examples}, tok, {}, {})
-    T.save_tokenized(out, {"train": examples}, tok, {}, {}, overwrite=True)
-    assert len(T.load_tokenized(out).train) == 10 and T.load_tokenized(out).val == []
+        D.save_tokenized(out, {"train": examples}, tok, {}, {})
+    D.save_tokenized(out, {"train": examples}, tok, {}, {}, overwrite=True)
+    assert len(D.load_tokenized(out).train) == 10 and D.load_tokenized(out).val == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # no temp folders left behind
+
+
+# --- one prompt builder: generation prompts are training prompts ------------------------------
+
+PROMPT_CASES = [
+    ([(USER, "UV"), (BOT, "ab")], "", ""),
+    ([(USER, "UV"), (BOT, "ab"), (USER, "XY"), (BOT, "cd")], "", ""),  # multi-turn
+    ([(USER, "UV"), (BOT, "ab"), (USER, "XY"), (BOT, "cd")], "PX persona", "SC scene"),  # system message
+    ([(BOT, "greeting"), (USER, "UV"), (BOT, "ab"), (USER, "W"), (USER, "XY"), (BOT, "cd")], "P", ""),
+]
+
+
+@pytest.mark.parametrize("template", ["plain", "chat_template"])
+@pytest.mark.parametrize("turns,persona,scenario", PROMPT_CASES)
+def test_generation_prompt_ids_equal_training_prompt_ids(tok, chat_tok, template, turns, persona, scenario):
+    """What `src.generate` feeds the model (ChatSession.prompt -> encode.build_prompt) is
+    token for token the training example up to its final response."""
+    from src.gen.sampling import ChatSession
+    t = chat_tok if template == "chat_template" else tok
+    c = cfg(template=template, train_on="last_bot")
+    ep = episode(turns, persona=persona, scenario=scenario)
+    (ex,), _ = E.tokenize_episodes([ep], t, c)
+    history = episode(turns[:-1], persona=persona, scenario=scenario)
+    session = ChatSession(t, c, persona=persona, scenario=scenario, bot_name="Q", user_name="Rr", max_context=10_000,
+                          history=[Turn(r, x) for r, x in turns[:-2]])
+    gen_ids, dropped = session.prompt(turns[-2][1], max_new_tokens=16)
+    assert dropped == 0
+    assert gen_ids == E.encode_prompt(history, t, c)
+    assert ex.input_ids[:len(gen_ids)] == gen_ids
+    assert all(lab == E.IGNORE for lab in ex.labels[:len(gen_ids)])  # the prompt is never a target (last_bot)
+    assert decode(t, ex.input_ids[len(gen_ids):]).startswith(turns[-1][1])

@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file
 
 from src.gen.config import GenConfig
-from src.gen.tokenize import load_tokenized
+from src.gen.dataset import load_tokenized
 from src.gen.train import run
 
 pytestmark = pytest.mark.slow
@@ -33,7 +33,7 @@ BASE = dict(model="tiny", device="cpu", precision="fp32", num_threads=1, progres
 @pytest.fixture(scope="module")
 def chat_data(tmp_path_factory) -> Path:
     """A small prepared chat dataset (synthetic, tiny tokenizer), shared by the runs."""
-    from src.data.prepare_chat import PrepareChatConfig, prepare
+    from src.gen.prepare_chat import PrepareChatConfig, prepare
     out = tmp_path_factory.mktemp("gen") / "data"
     prepare(PrepareChatConfig(synthetic_episodes=80, tokenizer="tiny", val_frac=0.15,
                               tokenize={"max_len": 96}), str(out))
@@ -74,19 +74,21 @@ def test_tiny_run_writes_the_run_dir_and_perplexity_falls(tmp_path, chat_data, o
 def _one_exchange_rows(tok, eos_label: bool) -> list[dict]:
     from src.data.chat import BOT, USER, ChatEpisode, Turn
     from src.data.chat_synthetic import BOT_LINES, NAMES, PLACES, TOPICS, USER_LINES
-    from src.gen import tokenize as T
+    from src.gen import encode as E
+    from src.gen import model as M
+    from src.gen import render as R
     rng = random.Random(0)
     eps = []
     for i in range(192):
         t = rng.choice(TOPICS)
         reply = rng.choice(BOT_LINES).format(t=t, u=rng.choice(NAMES), p=rng.choice(PLACES))
         eps.append(ChatEpisode(id=f"e{i}", turns=[Turn(USER, rng.choice(USER_LINES).format(t=t)), Turn(BOT, reply)]))
-    examples, _ = T.tokenize_episodes(eps, tok, T.tokenize_config({"max_len": 96}))
+    examples, _ = E.tokenize_episodes(eps, tok, R.tokenize_config({"max_len": 96}))
     rows = []
     for e in examples:
         ids, labels = np.array(e.input_ids), np.array(e.labels)
         if not eos_label:  # the old bug: pad == eos, and padding masked by id hides every EOS label
-            labels[ids == tok.eos_token_id] = T.IGNORE
+            labels[ids == tok.eos_token_id] = E.IGNORE
         rows.append({"input_ids": ids, "labels": labels, "id": e.id, "source": "s"})
     return rows
 
@@ -101,7 +103,9 @@ def _train_rows(tmp: Path, tok, model, rows: list[dict]):
 
 
 def test_conditional_eos_stops_and_pad_equal_eos_never_does(tmp_path):
-    from src.gen import tokenize as T
+    from src.gen import encode as E
+    from src.gen import model as M
+    from src.gen import render as R
     from src.gen.sampling import generate, sampling_config
     from src.gen.task import response_start
     from src.gen.tiny import build_tiny_model, build_tiny_tokenizer
@@ -110,7 +114,7 @@ def test_conditional_eos_stops_and_pad_equal_eos_never_does(tmp_path):
         tok = build_tiny_tokenizer()
         model = build_tiny_model(tok.vocab_size, tok.eos_token_id, seed=0)
         if variant == "conditional_eos":
-            T.ensure_pad_token(model, tok)
+            M.ensure_pad_token(model, tok)
         else:
             tok.pad_token = tok.eos_token
         rows = _one_exchange_rows(tok, eos_label=variant == "conditional_eos")
@@ -160,7 +164,7 @@ def test_parts_out_of_order_are_refused(tmp_path, chat_data):
 
 
 def test_merged_lora_generates_the_same_tokens(tmp_path, chat_data):
-    from src.gen.model import load_checkpoint
+    from src.gen.checkpoint import load_checkpoint
     from src.gen.sampling import generate, sampling_config
     from src.train_gen import main
     run(cfg(tmp_path, "lora", chat_data, finetune="lora", epochs=1, lr=1e-2, lora_r=4, lora_dropout=0.0))

@@ -13,7 +13,7 @@ user/bot turns, a source tag) is built from every shape we train on:
                     the winner as the SFT target (ties: both / either / skip) and
                     Chain-of-Hindsight episodes ("A good answer: ... A bad answer: ...")
 
-The contract is arena.py's: every data row read is either turned into episodes
+The contract is rows.py's: every data row read is either turned into episodes
 (`ok_rows`), quarantined with its row number and a reason code, or skipped on
 purpose with a counted reason (a SODA relation not selected, a tie under
 `tie_policy: skip`), so `rows == ok_rows + quarantined + skipped` always holds.

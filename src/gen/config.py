@@ -21,7 +21,7 @@ class GenConfig(TrainSettings):
     # -- what to train -------------------------------------------------------------------
     model: str = knob("tiny", "causal LM: 'tiny' (2-layer GPT-2 built in-process, offline) or an HF id / local "
                               "folder (GPT-J-6B, Pythia, LLaMA-family ...)")
-    data: str = knob("", "a prepared dataset folder (python -m src.data.prepare_chat), a prepare_chat YAML, or a "
+    data: str = knob("", "a prepared dataset folder (python -m src.gen.prepare_chat), a prepare_chat YAML, or a "
                          "raw chat file (.jsonl/.json/.csv) prepared on the fly; empty = synthetic chats (tiny only)")
     objective: str = knob("sft", "sft: loss on bot responses only; clm: loss on every token", choices=list(OBJECTIVES))
     finetune: str = knob("lora", "lora (adapters via peft) or full fine-tuning (--lora / --full)",

@@ -1,29 +1,23 @@
-"""Causal LMs for fine-tuning: load, add a pad token, LoRA via peft, save, load back, merge.
+"""Causal LMs for fine-tuning: load, add a pad token and embedding rows, LoRA via peft.
 
 - `load_base`: 'tiny' (the in-process GPT-2 of src.gen.tiny) or any HF causal LM
   (`from_pretrained`, safetensors, no remote code unless asked).
-- `prepare_for_training`: a pad token distinct from EOS (src.gen.tokenize.ensure_pad_token,
-  mean-initialised rows), gradient checkpointing, then LoRA or full fine-tuning.
-  Under LoRA the embedding and LM-head rows of added tokens are trained and saved
-  (peft `trainable_token_indices`, or whole modules with `modules_to_save`).
-- A checkpoint folder (`save_checkpoint`) holds `gen_checkpoint.json` (what it is and how
-  to rebuild it), `tokenizer/`, and either the full model (`save_pretrained`) or
-  `adapter/` (+ `base/` when the base cannot be downloaded: the tiny model).
-  `load_checkpoint` resizes the base's embeddings *before* attaching the adapter.
-- `merge_checkpoint`: base + adapter -> one plain model folder.
+- `ensure_pad_token`: a pad token distinct from EOS. With pad == eos, masking padding
+  by id also masks the real EOS, and the model never learns to stop. New embedding rows
+  are mean-initialised (`resize_embeddings`).
+- `prepare_for_training`: pad token, gradient checkpointing, then LoRA or full
+  fine-tuning. Under LoRA the embedding and LM-head rows of added tokens are trained
+  and saved (peft `trainable_token_indices`, or whole modules with `modules_to_save`).
+- Saving, loading back and merging checkpoints: `src.gen.checkpoint`.
 """
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
+import math
 from typing import Any
 
 import torch
 
 from ..device import torch_dtype
-
-CHECKPOINT_META = "gen_checkpoint.json"
 
 # LoRA targets per architecture: attention and MLP projections (what the logbooks adapted).
 LORA_TARGETS: dict[str, list[str]] = {
@@ -124,7 +118,6 @@ def set_dropout(model: Any, p: float) -> None:
 
 def prepare_for_training(model: Any, tokenizer: Any, cfg: Any) -> tuple[Any, dict]:
     """Pad token + embedding rows, gradient checkpointing, LoRA or full. Returns (model, info)."""
-    from .tokenize import ensure_pad_token
     base_rows = model.get_input_embeddings().weight.shape[0]
     info = ensure_pad_token(model, tokenizer)
     # Tokens whose rows the base never trained: added to the tokenizer beyond its base
@@ -150,95 +143,44 @@ def prepare_for_training(model: Any, tokenizer: Any, cfg: Any) -> tuple[Any, dic
     return model, info
 
 
-# --- checkpoints --------------------------------------------------------------------------
+# --- pad token and embeddings ------------------------------------------------------------------
 
-def save_checkpoint(model: Any, tokenizer: Any, folder: str | os.PathLike, meta: dict, base: Any = None) -> None:
-    """Write what generation needs into `folder` (the caller makes it atomic).
-    `meta`: {"base_model", "finetune", "tokenize", ...}; `base`: the frozen base to
-    store alongside an adapter when it cannot be downloaded (tiny)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    tokenizer.save_pretrained(folder / "tokenizer")
-    if meta["finetune"] == "lora":
-        model.save_pretrained(folder / "adapter")
-        if base is not None:
-            base.save_pretrained(folder / "base")
-    else:
-        model.save_pretrained(folder)
-    meta = {**meta, "vocab_rows": int(model.get_input_embeddings().weight.shape[0]),
-            "tokenizer_len": len(tokenizer)}
-    (folder / CHECKPOINT_META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-
-
-def is_checkpoint(path: str | os.PathLike) -> bool:
-    return (Path(path) / CHECKPOINT_META).exists()
+def ensure_pad_token(model: Any, tokenizer: Any, pad_token: str = "<|pad|>", multiple_of: int = 64) -> dict:
+    """Give the tokenizer a pad token distinct from EOS (adding `pad_token` when it has
+    none, or when pad == eos) and, when a model is given, size its embeddings to cover
+    the tokenizer, rounded up to a multiple of 64 (tensor-core friendly). New rows get
+    the mean embedding: random rows would put arbitrary mass on never-seen tokens.
+    Safe to call again (on the training side after loading a prepared tokenizer)."""
+    added = False
+    if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+        tokenizer.add_special_tokens({"pad_token": pad_token})
+        added = True
+    info = {"pad_token": tokenizer.pad_token, "pad_token_id": tokenizer.pad_token_id,
+            "eos_token_id": tokenizer.eos_token_id, "added": added, "tokenizer_len": len(tokenizer)}
+    if model is not None:
+        info["embedding_rows"] = resize_embeddings(model, len(tokenizer), multiple_of)
+        model.config.pad_token_id = tokenizer.pad_token_id
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return info
 
 
-def find_checkpoint(path: str | os.PathLike) -> Path | None:
-    """A run dir's best checkpoint, or `path` itself when it is a checkpoint."""
-    p = Path(path)
-    for cand in (p, p / "checkpoint" / "best"):
-        if is_checkpoint(cand):
-            return cand
-    return None
-
-
-def load_checkpoint(folder: str | os.PathLike, *, dtype: torch.dtype = torch.float32, merge: bool = False,
-                    trust_remote_code: bool | None = None) -> tuple[Any, Any, dict]:
-    """(model, tokenizer, meta) from a checkpoint written by `save_checkpoint`."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from .tokenize import resize_embeddings
-    folder = Path(folder)
-    meta = json.loads((folder / CHECKPOINT_META).read_text(encoding="utf-8"))
-    remote = meta.get("trust_remote_code", False) if trust_remote_code is None else trust_remote_code
-    tok = AutoTokenizer.from_pretrained(folder / "tokenizer", trust_remote_code=False)
-    if meta["finetune"] != "lora":
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, trust_remote_code=remote)
-        return model, tok, meta
-    from peft import PeftModel
-    base_src = folder / "base" if (folder / "base").exists() else meta["base_model"]
-    base = AutoModelForCausalLM.from_pretrained(base_src, dtype=dtype, trust_remote_code=remote)
-    # The adapter was trained on the resized base: same rows, same (mean) initialisation.
-    resize_embeddings(base, meta["tokenizer_len"], meta.get("embedding_multiple_of", 64))
-    base.config.pad_token_id = tok.pad_token_id
-    if getattr(base, "generation_config", None) is not None:
-        base.generation_config.pad_token_id = tok.pad_token_id
-    model = PeftModel.from_pretrained(base, folder / "adapter")
-    if merge:
-        model = model.merge_and_unload()
-    return model, tok, meta
-
-
-def merge_checkpoint(src: str | os.PathLike, out: str | os.PathLike) -> Path:
-    """Fold a LoRA checkpoint into its base and save one plain model folder (safetensors),
-    loadable with AutoModelForCausalLM and by `load_checkpoint`."""
-    from ..engine.checkpoint import atomic_dir
-    ckpt = find_checkpoint(src)
-    if ckpt is None:
-        raise FileNotFoundError(f"{src}: no {CHECKPOINT_META} here or in checkpoint/best")
-    model, tok, meta = load_checkpoint(ckpt, merge=True)
-    if meta["finetune"] != "lora":
-        raise ValueError(f"{ckpt} is a full fine-tune: nothing to merge")
-    with atomic_dir(out) as tmp:
-        save_checkpoint(model, tok, tmp, {**meta, "finetune": "full", "merged_from": str(ckpt)})
-    return Path(out)
-
-
-def load_for_generation(path: str, *, dtype: torch.dtype = torch.float32,
-                        trust_remote_code: bool = False) -> tuple[Any, Any, dict]:
-    """A run dir, a checkpoint, a merged folder, any HF causal LM folder/id, or 'tiny'."""
-    ckpt = find_checkpoint(path) if path != "tiny" else None
-    if ckpt is not None:
-        return load_checkpoint(ckpt, dtype=dtype)
-    tok = load_tokenizer(path, trust_remote_code)
-    if path == "tiny":
-        from .tokenize import ensure_pad_token
-        model = load_base("tiny", tok)
-        ensure_pad_token(model, tok)
-        return model, tok, {"base_model": "tiny", "finetune": "none"}
-    from transformers import AutoModelForCausalLM
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token  # generation only: padding is never trained on here
-    return model, tok, {"base_model": path, "finetune": "none"}
+def resize_embeddings(model: Any, n_tokens: int, multiple_of: int = 64) -> int:
+    """Grow (never shrink) the input/output embeddings to a multiple of `multiple_of`
+    rows covering `n_tokens`; new rows are the mean of the old ones. Returns the rows."""
+    import torch
+    emb = model.get_input_embeddings()
+    old = emb.weight.shape[0]
+    new = math.ceil(max(n_tokens, old) / multiple_of) * multiple_of
+    if new == old:
+        return old
+    model.resize_token_embeddings(new, mean_resizing=False)
+    with torch.no_grad():
+        w = model.get_input_embeddings().weight
+        w[old:] = w[:old].mean(0, keepdim=True)
+        out = model.get_output_embeddings()
+        if out is not None and out.weight is not w:
+            out.weight[old:] = out.weight[:old].mean(0, keepdim=True)
+            if getattr(out, "bias", None) is not None:
+                out.bias[old:] = out.bias[:old].mean()
+    return new

@@ -5,9 +5,9 @@
 - Contrastive search (`penalty_alpha`) left core transformers in v5 (it became a
   hub repo that needs remote code): it is used only where the installed
   transformers still has it, and asked for elsewhere it fails with a clear message.
-- The prompt is built from separately tokenised segments, exactly as training
-  built its examples, and it ends with the bot's own prefix ("Bot: "), so the model
-  starts with the reply itself. The reply is decoded from the *new token ids only*
+- The prompt comes from `src.gen.encode.build_prompt`, the builder training's
+  examples share (segments tokenised one by one), and it ends with the bot's own
+  prefix ("Bot: "), so the model starts with the reply itself. The reply is decoded from the *new token ids only*
   (never by slicing decoded text, which is where fragments of the user's message
   used to leak into the bot's name), cut at the first stop string (by default the
   user's name prefix, "\\nYou:"), and a partial stop string at the very end is dropped.
@@ -26,6 +26,8 @@ import torch
 
 from ..config import knob
 from ..data.chat import BOT, USER, ChatEpisode, Turn
+from .encode import build_prompt
+from .render import uses_chat_template
 
 PRESETS: dict[str, dict[str, Any]] = {
     "greedy": {"do_sample": False},
@@ -196,52 +198,6 @@ def generate(model: Any, tokenizer: Any, prompt_ids: Sequence[int], sc: Sampling
 
 # --- prompts within a context budget -------------------------------------------------------------
 
-def _bos(tokenizer: Any, tok_cfg: Any) -> list[int]:
-    """BOS where training put one (mirrors src.gen.tokenize: plain template, tokenizer adds BOS)."""
-    from .tokenize import uses_chat_template
-    bos = getattr(tokenizer, "bos_token_id", None)
-    if bos is None or bos == tokenizer.eos_token_id or uses_chat_template(tokenizer, tok_cfg):
-        return []
-    probe = tokenizer("a")["input_ids"]
-    return [bos] if probe and probe[0] == bos else []
-
-
-def prompt_ids(ep: ChatEpisode, tokenizer: Any, tok_cfg: Any, budget: int | None = None) -> tuple[list[int], int]:
-    """Token ids that make the model produce the next bot turn of `ep`, and how many
-    history turns were left out to fit `budget` tokens. Segments are tokenised one by
-    one, as in training. Persona/scenario stay; the oldest turns go first; if the
-    header plus the last turn still do not fit, the oldest tokens are cut."""
-    from .tokenize import render_segments
-    probe = dataclasses.replace(ep, turns=list(ep.turns) + [Turn(BOT, "")])
-    segs = render_segments(probe, tokenizer, tok_cfg)
-    if not segs:
-        raise ValueError("nothing to prompt with")
-    # A chat template may render text after an empty reply (its end-of-turn tag): the reply's own part.
-    last = segs[-1].turn
-    segs = [s for s in segs if not (s.turn == last and s.trainable)]
-    texts = [s.text for s in segs]
-    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    by_turn: dict[int, list[int]] = {}
-    for s, i in zip(segs, ids):
-        by_turn.setdefault(s.turn, []).extend(i)
-    bos = _bos(tokenizer, tok_cfg)
-    header = bos + by_turn.pop(-1, [])
-    turns = sorted(by_turn)
-    final = by_turn[turns[-1]]  # the bot prefix ("Bot: ") the reply continues
-    history = turns[:-1]
-    # The user's last message is the turn right before the bot prefix: keep it whenever possible.
-    dropped = 0
-    while True:
-        body = header + [t for k in history for t in by_turn[k]] + final
-        if budget is None or len(body) <= budget or len(history) <= 1:
-            break
-        history = history[1:]
-        dropped += 1
-    if budget is not None and len(body) > budget:
-        body = body[len(body) - budget:]  # last resort: the newest tokens
-    return body, dropped
-
-
 @dataclass
 class ChatSession:
     """Persona, scenario and history of one chat; builds prompts within the budget."""
@@ -261,14 +217,13 @@ class ChatSession:
 
     def stop_strings(self, extra: Sequence[str] = ()) -> list[str]:
         """Stop where the model starts writing the user's next line."""
-        from .tokenize import uses_chat_template
         if uses_chat_template(self.tokenizer, self.tok_cfg):
             return list(extra)
         return [f"\n{self.user_name}:", *extra]
 
     def prompt(self, user_text: str, max_new_tokens: int) -> tuple[list[int], int]:
         budget = max(8, self.max_context - max_new_tokens)
-        return prompt_ids(self.episode(user_text), self.tokenizer, self.tok_cfg, budget)
+        return build_prompt(self.episode(user_text), self.tokenizer, self.tok_cfg, budget)
 
     def reply(self, model: Any, user_text: str, sc: SamplingConfig) -> Generation:
         sc = dataclasses.replace(sc, stop=self.stop_strings(sc.stop))

@@ -2,7 +2,7 @@
 
 - collate: right padding; the attention mask marks real tokens by position (never by
   comparing ids with the pad id, which would also hide a real EOS when pad == eos);
-  packed rows get a block-diagonal mask (src.gen.tokenize.collate).
+  packed rows get a block-diagonal mask (src.gen.collate).
 - count: the label tokens the loss is over (labels != -100 after the causal shift),
   so the engine normalises the loss by the real label tokens of the whole
   accumulation window, on every process.
@@ -28,7 +28,8 @@ import torch.nn.functional as F
 
 from ..config import atomic_write_text
 from ..engine.batching import inference_batches
-from .tokenize import IGNORE, collate
+from .collate import collate
+from .encode import IGNORE
 
 
 def clm_labels(row: dict) -> np.ndarray:

@@ -3,7 +3,7 @@
 `build_tiny()` trains a byte-level BPE tokenizer (the `tokenizers` library, a few
 milliseconds on a few kilobytes of text) and wraps it as a transformers fast
 tokenizer, then builds a 2-layer GPT-2 for it. Like GPT-2 it has an EOS token and
-no pad token, so the pad-token handling of `src.gen.tokenize` is exercised on it.
+no pad token, so the pad-token handling of `src.gen.model.ensure_pad_token` is exercised on it.
 Byte-level means every string round-trips, Cyrillic and emoji included.
 
     model, tok = build_tiny()

@@ -6,7 +6,7 @@ metrics.jsonl (one line per eval), metrics.json (final: eval_loss, eval_perplexi
 train_tokens_per_s, ...), val_losses.csv (per validation sequence, worst first),
 samples.jsonl (generations from fixed prompts at each eval), checkpoint/best (for
 generation: `python -m src.generate --run RUN`), checkpoint/last (for --resume),
-plots/ (loss and perplexity curves).
+plots/ (loss and perplexity curves). The checkpoint layout is src/gen/checkpoint.py's.
 
 Long runs in parts: `--parts N --part K` trains the K-th of N consecutive slices of the
 run's optimizer steps (so of its shuffled data), checkpoints, and stops; part K+1
@@ -28,17 +28,19 @@ import torch
 from ..config import atomic_write_text, load_yaml, save_yaml
 from ..engine import plots
 from ..engine.batching import pad_fraction
-from ..engine.checkpoint import load_resume_state
 from ..engine.loop import epoch_plan, make_accelerator, train
+from ..errors import UsageError
+from .checkpoint import best_val_losses, has_resume_state, save_checkpoint, steps_done
 from .config import GenConfig
-from .model import load_base, prepare_for_training, resolve_load_dtype, save_checkpoint
+from .dataset import load_tokenized
+from .model import load_base, prepare_for_training, resolve_load_dtype
+from .render import tokenize_config
 from .task import GenTask, clm_labels, response_start
-from .tokenize import load_tokenized, tokenize_config
 
 RAW_SUFFIXES = (".jsonl", ".json", ".csv")
 
 
-class RunError(ValueError):
+class RunError(UsageError):
     """A problem with what the run was asked to do (bad --data, parts out of order)."""
 
 
@@ -56,7 +58,7 @@ def prepare_config(cfg: GenConfig) -> Any:
     """A PrepareChatConfig for --data (a prepare YAML or a raw file) or, with no data, the
     synthetic chats. Labels are always response-only: the CLM objective labels every
     token at load time, and the prompt/response boundary still picks the sample prompts."""
-    from ..data.prepare_chat import PrepareChatConfig
+    from .prepare_chat import PrepareChatConfig
     tok = {"template": cfg.template, "labels": "response_only", "max_len": cfg.max_len, "packing": cfg.packing}
     base: dict[str, Any] = {"seed": cfg.seed, "val_frac": cfg.val_frac, "tokenizer": cfg.model}
     if not cfg.data:
@@ -88,7 +90,7 @@ def load_data(cfg: GenConfig, run_dir: Path, accelerator: Any, resume: bool) -> 
         target = run_dir / "data"
         with accelerator.main_process_first():  # one process prepares, the others then read
             if accelerator.is_main_process and not (resume and is_prepared(target)):
-                from ..data.prepare_chat import prepare, summary
+                from .prepare_chat import prepare, summary
                 s = summary(prepare(prepare_config(cfg), str(target), overwrite=True))
                 accelerator.print(f"[data] prepared {target}: {s['kept']} episodes kept of {s['read']['episodes']}, "
                                   f"{s['train_rows']} train / {s['val_rows']} val rows")
@@ -109,10 +111,10 @@ def sample_prompt_ids(cfg: GenConfig, data: Any, tokenizer: Any) -> list[list[in
     context of the first validation rows up to their final response."""
     if cfg.sample_prompts:
         from ..data.chat import USER, ChatEpisode, Turn
-        from .sampling import prompt_ids
+        from .encode import encode_prompt
         tok_cfg = tokenize_config(data.meta.get("tokenize"))
         eps = [ChatEpisode(id=f"sample{k}", turns=[Turn(USER, p)]) for k, p in enumerate(cfg.sample_prompts)]
-        return [prompt_ids(ep, tokenizer, tok_cfg)[0] for ep in eps]
+        return [encode_prompt(ep, tokenizer, tok_cfg) for ep in eps]
     out = []
     for r in data.val:
         if r.get("position_ids") is not None:
@@ -137,8 +139,7 @@ def part_plan(cfg: GenConfig, run_dir: Path, total: int) -> tuple[int, int, int]
     """(start step, end step, steps already done) of part cfg.part."""
     start = round((cfg.part - 1) * total / cfg.parts)
     end = round(cfg.part * total / cfg.parts)
-    last = run_dir / "checkpoint" / "last" / "training_state.pt"
-    done = int(load_resume_state(last.parent)["progress"]["step"]) if last.exists() else 0
+    done = steps_done(run_dir)
     if done < start:
         raise RunError(f"part {cfg.part}/{cfg.parts} starts at step {start}, but {run_dir} has {done} steps done: "
                          f"finish part {cfg.part - 1} first")
@@ -237,11 +238,10 @@ def run(cfg: GenConfig, *, resume: bool = False) -> dict:
                       f"{info['trainable_params']:,} of {info['total_params']:,} parameters train")
 
     initial_path = run_dir / "initial_eval.json"
-    resuming = resume and (run_dir / "checkpoint" / "last" / "training_state.pt").exists()
+    resuming = resume and has_resume_state(run_dir)
     if resuming:
         if accelerator.is_main_process:
-            step = int(load_resume_state(run_dir / "checkpoint" / "last")["progress"]["step"])
-            _truncate_samples(run_dir / "samples.jsonl", step)
+            _truncate_samples(run_dir / "samples.jsonl", steps_done(run_dir))
     else:
         for stale in ("samples.jsonl", "metrics.jsonl"):
             if accelerator.is_main_process and (run_dir / stale).exists():
@@ -276,7 +276,7 @@ def run(cfg: GenConfig, *, resume: bool = False) -> dict:
         plots.loss_curves(run_dir / "metrics.jsonl", run_dir / "plots" / "loss_curves.png",
                           keys=("train_loss", "eval_loss"))
         perplexity_plot(progress.history, initial, run_dir / "plots" / "perplexity.png")
-        best_csv = run_dir / "checkpoint" / "best" / "val_losses.csv"
+        best_csv = best_val_losses(run_dir)
         if best_csv.exists():  # the per-sequence losses of the model that is kept
             shutil.copyfile(best_csv, run_dir / "val_losses.csv")
     first = f" (from {metrics['initial_eval_perplexity']:.4g} before training)" if initial else ""
@@ -287,7 +287,7 @@ def run(cfg: GenConfig, *, resume: bool = False) -> dict:
 
 def merge(run: str, out: str | None = None) -> Path:
     """`python -m src.train_gen --merge RUN`: LoRA folded into its base, in RUN/merged."""
-    from .model import merge_checkpoint
+    from .checkpoint import merge_checkpoint
     target = Path(out) if out else Path(run) / "merged"
     try:
         path = merge_checkpoint(run, target)

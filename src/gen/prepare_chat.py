@@ -1,12 +1,13 @@
 """Raw chat files -> cleaned, tokenised dataset for the generative stages.
 
-    python -m src.data.prepare_chat --config configs/gen/demo.yaml --out data/chat/demo
+    python -m src.gen.prepare_chat --config configs/gen/demo.yaml --out data/chat/demo
 
 read every input (quarantining bad rows) -> cleaning filters (src/data/filters.py)
--> validation split grouped by source id -> tokenise (src/gen/tokenize.py) ->
-`OUT/{train,val}.safetensors` + `meta.json` + `tokenizer/` + `config.yaml` +
-`data_report.json` (per-input and per-filter counts), written atomically.
-Load it with `src.gen.tokenize.load_tokenized(OUT)`.
+-> validation split grouped by source id (src/gen/dataset.py) -> encode
+(src/gen/encode.py) -> `OUT/{train,val}.safetensors` + `meta.json` + `tokenizer/` +
+`config.yaml` + `data_report.json` (per-input and per-filter counts), written
+atomically. Load it with `src.gen.dataset.load_tokenized(OUT)`. It lives in the
+generative stage (not in src/data) because it tokenises: src/data yields records only.
 """
 from __future__ import annotations
 
@@ -19,9 +20,15 @@ from dataclasses import dataclass
 import yaml
 
 from ..config import add_config_args, knob, resolve, to_dict
-from .arena import DEFAULT_MAX_CELL_CHARS, DataError
-from .chat import input_spec, read_chat
-from .filters import DEFAULT_ORDER, FILTERS, apply_filters, filter_config
+from ..data.chat import input_spec, read_chat
+from ..data.filters import DEFAULT_ORDER, FILTERS, apply_filters, filter_config
+from ..data.rows import DEFAULT_MAX_CELL_CHARS, DataError
+from ..errors import UsageError, run_cli
+from .collate import pack_examples
+from .dataset import save_tokenized, split_by_group
+from .encode import tokenize_episodes
+from .model import ensure_pad_token
+from .render import config_dict, tokenize_config, uses_chat_template
 
 _F = "config block of the filter (see its dataclass in src/data/filters.py)"
 
@@ -46,23 +53,22 @@ class PrepareChatConfig:
     source_cap: dict = knob({}, _F)
     val_frac: float = knob(0.05, "share of episode groups held out for validation")
     tokenizer: str = knob("tiny", "'tiny' (built in-process) or a local path / cached hub id for AutoTokenizer")
-    tokenize: dict = knob({}, "TokenizeConfig fields (src/gen/tokenize.py): template, labels, max_len, ...")
+    tokenize: dict = knob({}, "TokenizeConfig fields (src/gen/render.py): template, labels, max_len, ...")
     max_cell_chars: int = knob(DEFAULT_MAX_CELL_CHARS, "quarantine lines longer than this")
 
     def __post_init__(self) -> None:
-        from ..gen.tokenize import tokenize_config
         # Validate every block now: a typo in a filter option fails before any work.
         self.filter_configs = {name: filter_config(name, getattr(self, name)) for name in FILTERS}
         self.input_specs = [input_spec({"seed": self.seed, **i}) for i in self.inputs]
         self.tok_cfg = tokenize_config(self.tokenize)
         if not self.inputs and self.synthetic_episodes <= 0:
-            raise ValueError("no inputs: list files under `inputs` or set `synthetic_episodes`")
+            raise UsageError("no inputs: list files under `inputs` or set `synthetic_episodes`")
 
 
 def read_all(cfg: PrepareChatConfig, synthetic_dir: str | None) -> tuple[list, list[dict]]:
     specs = list(cfg.input_specs)
     if cfg.synthetic_episodes > 0:
-        from .chat_synthetic import write_demo_inputs
+        from ..data.chat_synthetic import write_demo_inputs
         specs += [input_spec({"seed": cfg.seed, **s})
                   for s in write_demo_inputs(synthetic_dir, cfg.synthetic_episodes, cfg.seed)]
     names = [s.name for s in specs]
@@ -82,9 +88,7 @@ def read_all(cfg: PrepareChatConfig, synthetic_dir: str | None) -> tuple[list, l
 
 def prepare(cfg: PrepareChatConfig, out: str, overwrite: bool = False) -> dict:
     """Run the whole preparation; returns the data report (also written to OUT)."""
-    from ..gen.tiny import load_tokenizer
-    from ..gen.tokenize import (config_dict, ensure_pad_token, pack_examples, save_tokenized, split_by_group,
-                                tokenize_episodes, uses_chat_template)
+    from .tiny import load_tokenizer
     with tempfile.TemporaryDirectory() as syn:
         episodes, input_reports = read_all(cfg, syn)
     kept, filter_entries = apply_filters(episodes, cfg.filter_configs, cfg.seed, cfg.filter_order)
@@ -133,14 +137,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--overwrite", action="store_true", help="replace OUT when it exists")
     add_config_args(ap, PrepareChatConfig)
     args = ap.parse_args(argv)
-    try:
-        cfg = resolve(PrepareChatConfig, args.config, args)
-        report = prepare(cfg, args.out, args.overwrite)
-    except (DataError, ValueError, FileExistsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary(report), indent=2))
-    return 0
+
+    def body() -> None:
+        try:
+            cfg = resolve(PrepareChatConfig, args.config, args)
+            report = prepare(cfg, args.out, args.overwrite)
+        except (ValueError, FileExistsError) as e:  # a bad config value or template; OUT exists without --overwrite
+            if isinstance(e, UsageError):
+                raise
+            raise UsageError(str(e)) from None
+        print(json.dumps(summary(report), indent=2))
+    return run_cli(body)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,52 @@
+"""gen/checkpoint.py: the run-dir layout, and a checkpoint never switches on remote code by itself."""
+from __future__ import annotations
+
+import pytest
+import transformers
+
+from src.gen import checkpoint as K
+from src.gen.model import ensure_pad_token, load_base
+from src.gen.tiny import build_tiny_tokenizer
+
+
+@pytest.fixture()
+def full_checkpoint(tmp_path):
+    tok = build_tiny_tokenizer()
+    model = load_base("tiny", tok)
+    ensure_pad_token(model, tok)
+    folder = K.best_dir(tmp_path / "run")
+    # A checkpoint whose meta asks for remote code (as a downloaded, untrusted folder might).
+    K.save_checkpoint(model, tok, folder, {"base_model": "tiny", "finetune": "full", "trust_remote_code": True})
+    return tmp_path / "run", folder
+
+
+def _record_from_pretrained(monkeypatch) -> list[dict]:
+    calls: list[dict] = []
+    original = transformers.AutoModelForCausalLM.from_pretrained
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return original(*args, **{**kwargs, "trust_remote_code": False})
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", spy)
+    return calls
+
+
+def test_stored_trust_remote_code_is_not_used_unless_the_caller_asks(full_checkpoint, monkeypatch):
+    run_dir, folder = full_checkpoint
+    calls = _record_from_pretrained(monkeypatch)
+    model, tok, meta = K.load_checkpoint(folder)  # the caller passes nothing: today's main used the meta's True
+    assert meta["trust_remote_code"] is True and calls[-1]["trust_remote_code"] is False
+    K.load_for_generation(str(run_dir))  # generate's path through a run dir
+    assert calls[-1]["trust_remote_code"] is False
+    K.load_checkpoint(folder, trust_remote_code=True)  # asked for explicitly: passed on
+    assert calls[-1]["trust_remote_code"] is True
+    K.load_for_generation(str(run_dir), trust_remote_code=True)
+    assert calls[-1]["trust_remote_code"] is True
+
+
+def test_run_dir_layout_is_found_through_one_owner(full_checkpoint):
+    run_dir, folder = full_checkpoint
+    assert K.find_checkpoint(run_dir) == folder == K.find_checkpoint(folder)
+    assert K.find_checkpoint(run_dir / "nothing") is None
+    assert not K.has_resume_state(run_dir) and K.steps_done(run_dir) == 0
+    assert K.last_dir(run_dir).parent == K.best_dir(run_dir).parent
