@@ -260,3 +260,19 @@ def test_chat_reader_reads_json_array_and_upper_case_jsonl(tmp_path):
     up = tmp_path / "EPS.JSONL"
     up.write_text(json.dumps(ep) + "\n")
     assert [e.id for e in read_chat({"path": str(up)}).episodes] == ["EPS:e1"]
+
+
+def test_chat_pairs_quarantine_names_the_file_row(tmp_path):
+    """A pair quarantined by the chat reader (empty winning response) keeps its file row,
+    not its index among the rows the CSV reader kept (today's main said row 1 here)."""
+    from src.data.chat import read_chat
+    header = TEST_HEADER + ["winner_model_a", "winner_model_b", "winner_tie"]
+    rows = [["1", "[oops", '["a"]', '["b"]', "1", "0", "0"],  # invalid JSON: quarantined by the CSV reader
+            ["2", '["q"]', '[""]', '["b"]', "1", "0", "0"],  # A wins with an empty answer: nothing to train on
+            ["3", '["q"]', '["a"]', '["b"]', "1", "0", "0"]]
+    p = tmp_path / "pairs.csv"
+    p.write_bytes(to_csv(header, rows))
+    res = read_chat({"path": str(p)})
+    assert sorted((q.row, q.id, q.reason) for q in res.quarantine) == [(1, "1", "invalid_json"),
+                                                                      (2, "2", "empty_target")]
+    assert res.rows == 3 and res.ok_rows == 1
