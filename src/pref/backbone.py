@@ -1,0 +1,307 @@
+"""Backbones for the preference classifier: encoders and decoder LLMs, LoRA, QLoRA.
+
+`load_backbone(name, ...)` returns a `Backbone` (the bare transformer: AutoModel, no
+LM head, + tokenizer + what kind it is). A decoder is any config whose model type
+transformers maps to a causal LM and not to a masked LM (Gemma-2/3, Llama, Qwen2/3,
+Mistral, Phi-3, GPT-2, ...); BERT-likes appear in both maps and stay encoders.
+
+Decisions, and the library pitfalls they avoid:
+
+* Pad token. A decoder without one (Llama-3) pads with its EOS id; nothing looks at
+  the pad id afterwards: masks come from positions (`engine.batching.pad_sequences`)
+  and `last` pooling indexes by the mask. transformers' own *ForSequenceClassification
+  finds the last token by `input_ids != pad_token_id`, which is wrong when pad == EOS
+  and a row really ends in EOS (it then pools the token before). Adding a new pad row
+  instead would resize (and, under LoRA, save) the embedding matrix for nothing.
+* Positions. A left-padded row gets position ids from its mask (cumsum - 1), so its
+  real tokens sit at 0..n-1 exactly as unpadded. transformers' default (arange over the
+  padded width) shifts them: harmless in exact arithmetic for RoPE (scores depend on
+  offsets only), but it changes every vector of a learned-position model (GPT-2).
+* LoRA sits on the bare backbone; the classification head is ours (PrefModel.head),
+  trained and saved beside the adapter, so it cannot come back random on reload (the
+  peft SEQ_CLS pitfall: a `score` head not in modules_to_save is re-initialised).
+  Default targets: every linear layer of the backbone, listed by name in the log line;
+  a `--lora-targets` name that matches no module is a one-line UsageError (peft only
+  complains when *none* match).
+* QLoRA / 8-bit: BitsAndBytesConfig(nf4, double quantisation, bf16 compute), CUDA only
+  (a one-line UsageError elsewhere, never a silent fp32 fallback), one quantised copy per
+  DDP rank on its own GPU (device_map={"": local_rank}), peft's
+  prepare_model_for_kbit_training (it upcasts every non-4-bit weight, embeddings
+  included, to fp32: memplan counts that), gradient checkpointing with
+  use_reentrant=False (with the reentrant variant and a frozen embedding no gradient
+  reaches the adapters unless inputs are forced to require grad).
+* Attention: `attn` in eager|sdpa|flash_attention_2; Gemma-2 defaults to eager because
+  its attention-logit softcapping is not applied by the fused kernels.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from ..errors import UsageError
+
+ATTN_CHOICES = ("eager", "sdpa", "flash_attention_2")
+POOLINGS = ("mean", "cls", "last")
+# Model types whose softcapped attention needs the eager kernel.
+EAGER_ATTENTION = {"gemma2"}
+
+
+@dataclass
+class LoraSpec:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    targets: list[str] = field(default_factory=list)  # empty: every linear layer of the backbone
+
+
+@dataclass
+class Backbone:
+    model: Any                # the bare transformer (or its peft wrapper)
+    tokenizer: Any
+    decoder: bool
+    path: str                 # where it was loaded from
+    info: dict = field(default_factory=dict)  # pad handling, attention, lora targets, quantisation
+
+    @property
+    def hidden_size(self) -> int:
+        return hidden_size(self.model.config)
+
+
+def hidden_size(config: Any) -> int:
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return int(getattr(text, "hidden_size", None) or getattr(text, "n_embd"))
+
+
+def is_decoder_config(config: Any) -> bool:
+    """True for causal LMs (Llama, Gemma, Qwen, Mistral, Phi, GPT-2...), False for encoders."""
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                        MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+    mt = getattr(config, "model_type", "")
+    return mt in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and mt not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+
+def resolve_backbone(name: str) -> str:
+    """Alias (tiny decoder, LLM alias, encoder alias) -> local folder or hub id."""
+    from ..gen.tiny import is_tiny_decoder, tiny_decoder_path
+    if is_tiny_decoder(name):
+        return tiny_decoder_path(name)
+    from .memplan import LLM_ALIASES
+    if name in LLM_ALIASES:
+        return LLM_ALIASES[name]
+    from .registry import resolve_model
+    return resolve_model(name)
+
+
+def check_pooling(pooling: str, decoder: bool) -> None:
+    if pooling not in POOLINGS:
+        raise UsageError(f"--pooling must be one of {', '.join(POOLINGS)}, not {pooling!r}")
+    if decoder and pooling == "cls":
+        raise UsageError("--pooling cls on a decoder pools the first token, which attends to nothing "
+                         "after it: use --pooling last (the default for decoders) or mean")
+
+
+def default_pooling(decoder: bool) -> str:
+    return "last" if decoder else "mean"
+
+
+def default_attention(model_type: str) -> str:
+    return "eager" if model_type in EAGER_ATTENTION else "sdpa"
+
+
+def check_attention(attn: str | None, model_type: str, device: str) -> str:
+    attn = attn or default_attention(model_type)
+    if attn not in ATTN_CHOICES:
+        raise UsageError(f"--attn must be one of {', '.join(ATTN_CHOICES)}, not {attn!r}")
+    if attn == "flash_attention_2":
+        import importlib.util
+        if device != "cuda" or importlib.util.find_spec("flash_attn") is None:
+            raise UsageError("--attn flash_attention_2 needs a CUDA device and the flash-attn package "
+                             "(pip install flash-attn); use --attn sdpa or eager")
+    return attn
+
+
+def check_quantization(load_in_4bit: bool, load_in_8bit: bool, device: str) -> str | None:
+    """'4bit' | '8bit' | None, or a one-line UsageError where bitsandbytes cannot run."""
+    if load_in_4bit and load_in_8bit:
+        raise UsageError("--load-in-4bit and --load-in-8bit are exclusive: pick one")
+    bits = "4bit" if load_in_4bit else "8bit" if load_in_8bit else None
+    if bits is None:
+        return None
+    if device != "cuda":
+        raise UsageError(f"--load-in-{bits} needs a CUDA GPU (bitsandbytes); this run's device is {device}: "
+                         "drop the flag (full-precision LoRA) or run on CUDA")
+    import importlib.util
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise UsageError(f"--load-in-{bits} needs bitsandbytes: pip install bitsandbytes "
+                         "(setup.sh installs it on CUDA machines)")
+    return bits
+
+
+def quantization_config(bits: str, compute_dtype: torch.dtype = torch.bfloat16):
+    """QLoRA's recipe: nf4 with double quantisation and bf16 compute, or LLM.int8()."""
+    from transformers import BitsAndBytesConfig
+    if bits == "4bit":
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                  bnb_4bit_compute_dtype=compute_dtype)
+    return BitsAndBytesConfig(load_in_8bit=True)
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _load_config(name: str, path: str, trust_remote_code: bool):
+    from transformers import AutoConfig
+    if not os.path.isdir(path) and os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise UsageError(f"--model {name!r} ({path}) is not a local folder and HF_HUB_OFFLINE=1: "
+                         "give a local folder, a tiny-* model, or cache the model first")
+    try:
+        return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except OSError as e:
+        raise UsageError(f"--model {name!r}: cannot load a config from {path} ({str(e).splitlines()[0]})") from None
+
+
+def ensure_pad(tokenizer: Any, config: Any) -> str:
+    """Give a decoder tokenizer without a pad token its EOS as pad; returns the log line."""
+    if tokenizer.pad_token_id is not None:
+        note = f"pad token {tokenizer.pad_token!r} (id {tokenizer.pad_token_id})"
+    elif tokenizer.eos_token_id is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+        note = (f"no pad token: padding with EOS {tokenizer.eos_token!r} (id {tokenizer.eos_token_id}); "
+                "masks and last-token pooling index by position, never by pad id")
+    else:
+        raise UsageError("the tokenizer has neither a pad nor an EOS token: cannot pad batches")
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    if getattr(text, "pad_token_id", None) is None:
+        text.pad_token_id = tokenizer.pad_token_id
+    return note
+
+
+def linear_layer_names(model: Any) -> list[str]:
+    """Last name component of every linear layer (incl. bitsandbytes' and GPT-2's Conv1D)."""
+    names = []
+    for full, mod in model.named_modules():
+        kind = type(mod).__name__
+        if isinstance(mod, torch.nn.Linear) or kind in ("Linear4bit", "Linear8bitLt", "Conv1D"):
+            leaf = full.split(".")[-1]
+            if leaf not in names and leaf not in ("score", "lm_head", "classifier"):
+                names.append(leaf)
+    return names
+
+
+def lora_targets(model: Any, requested: list[str]) -> list[str]:
+    """The modules LoRA adapts: `requested` (each must match a module) or all linear layers."""
+    available = linear_layer_names(model)
+    if not requested:
+        if not available:
+            raise UsageError(f"{type(model).__name__} has no linear layers for LoRA to adapt")
+        return available
+    modules = {full.split(".")[-1] for full, _ in model.named_modules()} | {full for full, _ in model.named_modules()}
+    for t in requested:
+        if t not in modules and not any(full.endswith("." + t) for full, _ in model.named_modules()):
+            raise UsageError(f"--lora-targets {t!r} matches no module of {type(model).__name__}; "
+                             f"its linear layers: {', '.join(available)}")
+    return list(requested)
+
+
+def apply_lora(model: Any, spec: LoraSpec) -> tuple[Any, list[str]]:
+    from peft import LoraConfig, get_peft_model
+    targets = lora_targets(model, spec.targets)
+    cfg = LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=targets,
+                     bias="none", fan_in_fan_out=getattr(model.config, "model_type", "") == "gpt2")
+    return get_peft_model(model, cfg), targets
+
+
+def enable_checkpointing(model: Any) -> None:
+    # use_reentrant=False: gradients reach LoRA weights although the embedding output is
+    # frozen (the reentrant variant needs enable_input_require_grads for that).
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if hasattr(model.config, "use_cache"):
+        model.config.use_cache = False
+
+
+def load_backbone(name: str, *, device: str = "cpu", dtype: torch.dtype = torch.float32,
+                  lora: LoraSpec | None = None, load_in_4bit: bool = False, load_in_8bit: bool = False,
+                  attn: str | None = None, gradient_checkpointing: bool = False, trust_remote_code: bool = False,
+                  log: Callable[[str], Any] | None = print) -> Backbone:
+    """Bare backbone + tokenizer for an alias, hub id or local folder (tiny-* built in-process)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    bits = check_quantization(load_in_4bit, load_in_8bit, device)
+    if bits and lora is None:
+        raise UsageError(f"--load-in-{bits} trains only adapters on frozen quantised weights: add --lora")
+    path = resolve_backbone(name)
+    config = _load_config(name, path, trust_remote_code)
+    decoder = is_decoder_config(config)
+    if (bits or attn) and not decoder:
+        raise UsageError(f"--{'load-in-' + bits if bits else 'attn'} is for decoder LLMs; {name!r} is an encoder "
+                         f"({config.model_type})")
+    kw: dict[str, Any] = {"trust_remote_code": trust_remote_code, "dtype": dtype}
+    info: dict[str, Any] = {"model_type": config.model_type, "decoder": decoder}
+    if decoder:
+        kw["attn_implementation"] = info["attn"] = check_attention(attn, config.model_type, device)
+    if bits:
+        kw["quantization_config"] = quantization_config(bits)
+        kw["device_map"] = {"": local_rank()}  # each DDP rank: its own quantised copy on its own GPU
+        info["quantization"] = bits
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    model = AutoModel.from_pretrained(path, config=config, **kw)
+    if decoder:
+        info["pad"] = ensure_pad(tokenizer, model.config)
+    if bits:
+        from peft import prepare_model_for_kbit_training
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
+    elif gradient_checkpointing:
+        enable_checkpointing(model)
+    if lora is not None:
+        model, info["lora_targets"] = apply_lora(model, lora)
+    if log:
+        parts = [f"[backbone] {name} ({config.model_type}, {'decoder' if decoder else 'encoder'})"]
+        parts += [f"attn {info['attn']}"] if decoder else []
+        parts += [info["pad"]] if decoder else []
+        parts += [f"{bits} weights"] if bits else []
+        parts += [f"LoRA r={lora.r} alpha={lora.alpha} on {', '.join(info['lora_targets'])}"] if lora else []
+        log("; ".join(parts))
+    return Backbone(model=model, tokenizer=tokenizer, decoder=decoder, path=path, info=info)
+
+
+def position_ids(mask: torch.Tensor) -> torch.Tensor:
+    """0..n-1 over each row's real tokens wherever the padding sits (pads get 0)."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def hidden_states(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, decoder: bool) -> torch.Tensor:
+    """Last hidden states; decoders get position ids from the mask and no KV cache."""
+    if not decoder:
+        return model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
+                 use_cache=False).last_hidden_state
+
+
+def last_token_index(mask: torch.Tensor) -> torch.Tensor:
+    """Position of each row's last real token, by the mask (right or left padding alike)."""
+    pos = torch.arange(mask.shape[-1], device=mask.device)
+    return (pos * mask.long()).argmax(-1)
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
+    if how == "last":
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last_token_index(mask)]
+    if how == "cls":
+        return hidden[:, 0]
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+def trainable_parameters(model: Any) -> tuple[int, int]:
+    """(trainable, total) parameter counts (4-bit weights counted as their logical size)."""
+    trainable = total = 0
+    for p in model.parameters():
+        n = p.numel() * (2 if type(p).__name__ == "Params4bit" else 1)  # two nf4 values per stored byte
+        total += n
+        trainable += n if p.requires_grad else 0
+    return trainable, total
