@@ -50,3 +50,13 @@ def test_run_dir_layout_is_found_through_one_owner(full_checkpoint):
     assert K.find_checkpoint(run_dir / "nothing") is None
     assert not K.has_resume_state(run_dir) and K.steps_done(run_dir) == 0
     assert K.last_dir(run_dir).parent == K.best_dir(run_dir).parent
+
+
+def test_missing_local_run_is_one_line(tmp_path, capsys):
+    from src.errors import UsageError
+    from src.generate import main
+    with pytest.raises(UsageError, match="no such run dir"):
+        K.load_for_generation(str(tmp_path / "nope"))
+    assert main(["--run", str(tmp_path / "nope"), "--prompt", "hi"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "no such run dir" in err and len(err.splitlines()) == 1

@@ -138,6 +138,8 @@ def load_for_generation(path: str, *, dtype: torch.dtype = torch.float32,
                         trust_remote_code: bool = False) -> tuple[Any, Any, dict]:
     """A run dir, a checkpoint, a merged folder, any HF causal LM folder/id, or 'tiny'."""
     ckpt = find_checkpoint(path) if path != "tiny" else None
+    if ckpt is None and path != "tiny" and not Path(path).exists() and (os.sep in path or path.startswith(".")):
+        raise UsageError(f"{path}: no such run dir, checkpoint or model folder")  # not a hub id either
     if ckpt is not None:
         return load_checkpoint(ckpt, dtype=dtype, trust_remote_code=trust_remote_code)
     tok = load_tokenizer(path, trust_remote_code)
