@@ -280,3 +280,12 @@ def test_chat_pairs_quarantine_names_the_file_row(tmp_path):
     assert sorted((q.row, q.id, q.reason) for q in res.quarantine) == [(1, "1", "invalid_json"),
                                                                       (2, "2", "empty_target")]
     assert res.rows == 3 and res.ok_rows == 1
+
+
+def test_tsv_file_reads_as_pairs_in_the_chat_reader(tmp_path):
+    from src.data.chat import read_chat
+    p = tmp_path / "pairs.tsv"
+    p.write_text("id\tprompt\tresponse_a\tresponse_b\twinner_model_a\twinner_model_b\twinner_tie\n"
+                 "1\t[\"q\"]\t[\"good\"]\t[\"bad\"]\t1\t0\t0\n")
+    res = read_chat({"path": str(p)})
+    assert res.format == "pairs" and [t.text for t in res.episodes[0].turns] == ["q", "good"]

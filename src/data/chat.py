@@ -309,7 +309,7 @@ def _first_object(path: Path) -> dict:
 
 
 def detect_format(path: Path) -> str:
-    if path.suffix.lower() == ".csv":
+    if path.suffix.lower() in (".csv", ".tsv"):
         return "pairs"
     return sniff_format(_first_object(path))
 
