@@ -161,3 +161,11 @@ def test_qlora_recipe():
     assert q.load_in_4bit and q.bnb_4bit_quant_type == "nf4" and q.bnb_4bit_use_double_quant
     assert q.bnb_4bit_compute_dtype == torch.bfloat16
     assert bb.quantization_config("8bit").load_in_8bit
+
+
+def test_fsdp_config_is_valid_for_accelerate():
+    from accelerate.commands.config.config_args import load_config_from_file
+    cfg = load_config_from_file("configs/accelerate/fsdp.yaml")
+    assert str(cfg.distributed_type).endswith("FSDP")
+    assert cfg.fsdp_config["fsdp_state_dict_type"] == "SHARDED_STATE_DICT"  # sharded optimizer state on resume
+    assert cfg.fsdp_config["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
