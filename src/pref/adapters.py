@@ -1,0 +1,115 @@
+"""LoRA classifier checkpoints: adapter + head + tokenizer, never the base weights; merge.
+
+A LoRA run's weights file holds only what training changed: the LoRA matrices, the
+head and its buffers (style statistics). `backbone.json` names the base (alias, hub id
+or folder) and the LoRA spec, so loading rebuilds the base through `load_backbone`
+(optionally in 8/4-bit for prediction), attaches fresh adapters of the same shape and
+fills them; every key of the file must land and every missing key must be a base
+weight, so a head cannot silently come back random (the peft SEQ_CLS pitfall) and an
+adapter of another shape is an error, not noise.
+
+`merge_run` folds the adapters into the base (peft merge_and_unload) and writes a plain
+folder: the merged backbone (save_pretrained), the head, the tokenizer.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import UsageError
+from .backbone import LoraSpec
+
+META = "backbone.json"
+
+
+def is_lora_model(model: Any) -> bool:
+    from peft import PeftModel
+    return isinstance(getattr(model, "encoder", None), PeftModel)
+
+
+def _is_base_key(key: str) -> bool:
+    return key.startswith("encoder.") and "lora_" not in key
+
+
+def own_state_dict(model: Any) -> dict[str, torch.Tensor]:
+    """What a LoRA classifier's checkpoint stores: adapters, head, buffers; not the base."""
+    return {k: v.detach().contiguous() for k, v in model.state_dict().items() if not _is_base_key(k)}
+
+
+def write_meta(folder: Path, *, base: str, lora: LoraSpec | None, decoder: bool, pooling: str,
+               attn: str | None, targets: list[str] | None) -> None:
+    meta = {"base": base, "lora": asdict(lora) if lora else None, "decoder": decoder, "pooling": pooling,
+            "attn": attn}
+    if lora is not None and targets:
+        meta["lora"]["targets"] = list(targets)  # resolved names: a reload adapts exactly these
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / META).write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def read_meta(folder: Path) -> dict | None:
+    p = Path(folder) / META
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def save_own_weights(model: Any, path: Path) -> int:
+    from safetensors.torch import save_file
+    state = own_state_dict(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path))
+    return sum(v.numel() * v.element_size() for v in state.values())
+
+
+def load_own_weights(model: Any, path: Path) -> None:
+    """Fill adapters + head from `path`; refuses a file whose keys do not all land."""
+    from safetensors.torch import load_file
+    state = load_file(str(path))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    not_base = [k for k in missing if not _is_base_key(k)]
+    if unexpected or not_base:
+        raise UsageError(f"{path}: adapter checkpoint does not match the rebuilt model "
+                         f"(unexpected {unexpected[:3]}, missing {not_base[:3]})")
+
+
+def lora_spec_from_meta(meta: dict) -> LoraSpec | None:
+    return LoraSpec(**meta["lora"]) if meta.get("lora") else None
+
+
+def load_base_for(meta: dict, *, device: str = "cpu", dtype: torch.dtype = torch.float32,
+                  load_in_4bit: bool = False, load_in_8bit: bool = False, log=None):
+    """The backbone a LoRA checkpoint was trained on, with fresh adapters of its shape."""
+    from .backbone import load_backbone
+    try:
+        return load_backbone(meta["base"], device=device, dtype=dtype, lora=lora_spec_from_meta(meta),
+                             load_in_4bit=load_in_4bit, load_in_8bit=load_in_8bit, attn=meta.get("attn"), log=log)
+    except (OSError, UsageError) as e:
+        if isinstance(e, UsageError) and "--load-in" in str(e):
+            raise
+        raise UsageError(f"adapter run: its base model {meta['base']!r} cannot be loaded here "
+                         f"({str(e).splitlines()[0]}); give --base-model a local folder of it") from None
+
+
+def merge_into(model: Any) -> Any:
+    """model.encoder with adapters folded in (a plain transformers backbone)."""
+    if not is_lora_model(model):
+        raise UsageError("--merge: this run is not a LoRA run (its checkpoint already holds full weights)")
+    model.encoder = model.encoder.merge_and_unload()
+    return model
+
+
+def merge_folder(model: Any, tokenizer: Any, out: Path) -> None:
+    """Write a merged checkpoint: backbone/ (save_pretrained), head.safetensors, tokenizer/."""
+    from safetensors.torch import save_file
+    merge_into(model)
+    out = Path(out)
+    tmp = out.with_name(out.name + ".partial")
+    model.encoder.save_pretrained(tmp / "backbone")
+    tokenizer.save_pretrained(tmp / "tokenizer")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith("encoder.")},
+              str(tmp / "head.safetensors"))
+    if out.exists():
+        raise UsageError(f"--merge: {out} exists; choose another --out")
+    tmp.rename(out)
