@@ -224,15 +224,17 @@ def test_invalid_json_cells_are_quarantined(tmp_path):
     assert_accounted(res, 6)
 
 
+# ("0.5", "0.5", "0") used to be here: probabilities summing to 1 are now a soft target
+# (tests/test_soft_labels.py); these are neither one-hot nor a distribution.
 @pytest.mark.parametrize("cells", [("1", "1", "0"), ("0", "0", "0"), ("x", "0", "0"), ("", "1", "0"),
-                                   ("2", "0", "0"), ("0.5", "0.5", "0"), ("1", "0", "-1")])
-def test_label_not_one_hot(tmp_path, cells):
+                                   ("2", "0", "0"), ("0.5", "0.6", "0"), ("1", "0", "-1")])
+def test_label_not_a_distribution(tmp_path, cells):
     r = row(9)
     r[6:9] = cells
     res = read_pairs(write_csv(tmp_path / "t.csv", [row(1), r]))
     assert [x.id for x in res.records] == ["1"]
     (q,) = res.quarantine
-    assert (q.row, q.id, q.reason) == (2, "9", "label_not_one_hot")
+    assert (q.row, q.id, q.reason) == (2, "9", "label_not_a_distribution")
 
 
 def test_duplicate_id_first_kept_later_quarantined(tmp_path):
@@ -283,7 +285,7 @@ def test_missing_id_is_quarantined(tmp_path):
 BAD_KINDS = {
     "ok": (lambda i: row(i), None),
     "json": (lambda i: row(i, raw={"prompt": "[oops"}), "invalid_json"),
-    "label": (lambda i: row(i, raw={"winner_model_b": "1"}), "label_not_one_hot"),
+    "label": (lambda i: row(i, raw={"winner_model_b": "1"}), "label_not_a_distribution"),
     "shape": (lambda i: row(i)[:-1], "bad_row_shape"),
     "list": (lambda i: row(i, raw={"response_b": "42"}), "not_a_list"),
     "dup": (lambda i: row(0), "duplicate_id"),
@@ -452,7 +454,7 @@ def _broken_copy(real: Path, out: Path) -> dict:
     for i, cells in zip((50, 777, 2500, 3767), (("1", "1", "0"), ("0", "0", "0"), ("x", "0", "0"), ("0", "1", "1"))):
         for name, v in zip(("winner_model_a", "winner_model_b", "winner_tie"), cells):
             rows[i][col[name]] = v
-        expected[i] = (rows[i][col["id"]], "label_not_one_hot")
+        expected[i] = (rows[i][col["id"]], "label_not_a_distribution")
     i = 1234  # non-UTF-8 bytes inside a response
     rows[i][col["response_a"]] = json.dumps(["broken @@NONUTF8@@ text"])
     expected[i] = (rows[i][col["id"]], "non_utf8")
@@ -473,7 +475,7 @@ def test_validate_broken_copy_of_real_data(real_dev_csv, tmp_path):
     rep = json.loads(proc.stdout)
     assert rep["rows"] == 3768
     assert rep["quarantined"] == 10 and rep["ok"] == 3758
-    assert rep["reasons"] == {"label_not_one_hot": 4, "invalid_json": 3, "duplicate_id": 2, "non_utf8": 1}
+    assert rep["reasons"] == {"label_not_a_distribution": 4, "invalid_json": 3, "duplicate_id": 2, "non_utf8": 1}
     got = {(q["row"], q["id"], q["reason"]) for q in rep["quarantined_rows"]}
     assert got == {(i + 1, rid, reason) for i, (rid, reason) in expected.items()}
     assert json.loads(report_path.read_text()) == rep

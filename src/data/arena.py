@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from .records import LABEL_NAMES, PairRecord, response_counts
+from .targets import TEACHER_NAMES, label_kinds, parse_teacher, parse_winner
 from .rows import (DEFAULT_MAX_CELL_CHARS, DataError, Quarantined, RowError, check_cells, check_file,
                    is_jsonl_path, iter_csv_records, iter_jsonl_objects, open_text, sniff_delimiter, stable_hash)
 
@@ -51,7 +52,7 @@ class ReadResult:
 
     @property
     def has_labels(self) -> bool:
-        return bool(self.records) and all(r.label is not None for r in self.records)
+        return bool(self.records) and all(r.label is not None or r.target is not None for r in self.records)
 
     def report(self, max_listed: int = 1000) -> dict[str, Any]:
         reasons = Counter(q.reason for q in self.quarantine)
@@ -62,6 +63,7 @@ class ReadResult:
             "quarantined": len(self.quarantine),
             "reasons": dict(reasons.most_common()),
             "labels": dict(sorted(Counter(r.label for r in self.records if r.label is not None).items())),
+            "label_kinds": label_kinds(self.records),
             "responses": response_counts(self.records),
             "quarantined_rows": [q.__dict__ for q in self.quarantine[:max_listed]],
         }
@@ -91,18 +93,9 @@ def parse_turns(cell: str, column: str) -> list[str]:
     return turns
 
 
-def parse_label(row: dict[str, str]) -> int:
-    values = []
-    for name in LABEL_NAMES:
-        raw = (row.get(name) or "").strip()
-        try:
-            v = float(raw)
-        except ValueError:
-            raise RowError("label_not_one_hot", f"{name}={raw!r} is not a number") from None
-        values.append(v)
-    if sorted(values) != [0.0, 0.0, 1.0]:
-        raise RowError("label_not_one_hot", f"winner columns are {values}, expected exactly one 1")
-    return values.index(1.0)
+def parse_label(row: dict[str, str]) -> tuple[int | None, tuple[float, float, float] | None]:
+    """(hard label, None) for one-hot winner columns, (None, soft target) for probabilities."""
+    return parse_winner(LABEL_NAMES, [row.get(n) or "" for n in LABEL_NAMES])
 
 
 def _plausible_row(header: list[str]) -> "Callable[[list[str]], bool]":
@@ -145,6 +138,10 @@ def iter_arena_csv(path: Path, max_cell_chars: int) -> Iterator[PairRecord | Qua
         if has_labels and not all(n in header for n in LABEL_NAMES):
             absent = [n for n in LABEL_NAMES if n not in header]
             raise DataError(f"{path}: has some winner columns but not {', '.join(absent)}")
+        has_teacher = any(n in header for n in TEACHER_NAMES)
+        if has_teacher and not all(n in header for n in TEACHER_NAMES):
+            absent = [n for n in TEACHER_NAMES if n not in header]
+            raise DataError(f"{path}: has some teacher columns but not {', '.join(absent)}")
         seen: set[str] = set()
         id_col = header.index("id")
         row_no = 0
@@ -173,18 +170,22 @@ def iter_arena_csv(path: Path, max_cell_chars: int) -> Iterator[PairRecord | Qua
                 if rid in seen:
                     raise RowError("duplicate_id", f"id {rid} already seen earlier in the file")
                 turns = {c: parse_turns(row[c], c) for c in TEXT_COLUMNS}
-                label = parse_label(row) if has_labels else None
+                label, target = parse_label(row) if has_labels else (None, None)
+                teacher = parse_teacher([row[n] for n in TEACHER_NAMES]) if has_teacher else None
             except RowError as e:
                 yield Quarantined(row_no, rid or None, e.reason, e.detail)
                 continue
             seen.add(rid)
-            extra = {k: row[k] for k in header if k not in REQUIRED_COLUMNS + LABEL_NAMES + ("model_a", "model_b", "source")}
+            extra = {k: row[k] for k in header
+                     if k not in REQUIRED_COLUMNS + LABEL_NAMES + TEACHER_NAMES + ("model_a", "model_b", "source")}
             yield PairRecord(
                 id=rid,
                 prompt=turns["prompt"],
                 response_a=turns["response_a"],
                 response_b=turns["response_b"],
                 label=label,
+                target=target,
+                teacher=teacher,
                 model_a=row.get("model_a") or None,
                 model_b=row.get("model_b") or None,
                 source=row.get("source") or None,
@@ -260,7 +261,7 @@ def jsonl_object_to_record(obj: dict, rid: str) -> PairRecord:
             if not all(isinstance(t, (str, type(None))) for t in v):
                 raise RowError("bad_field", f"field '{k}' must be a string or a list of strings")
             turns[k] = [t or "" for t in v]
-        label = None
+        label, target = None, None
         if "label" in obj or "winner" in obj:
             raw = str(obj.get("label", obj.get("winner"))).strip().lower()
             raw = raw[:-2] if raw.endswith(".0") else raw  # 1.0 from a float column means 1
@@ -268,9 +269,10 @@ def jsonl_object_to_record(obj: dict, rid: str) -> PairRecord:
                 raise RowError("bad_label", f"label {raw!r} is not one of a/b/tie/0/1/2")
             label = _LABEL_WORDS[raw]
         elif all(n in obj for n in LABEL_NAMES):
-            label = parse_label({n: str(obj[n]) for n in LABEL_NAMES})
+            label, target = parse_label({n: str(obj[n]) for n in LABEL_NAMES})
+        teacher = parse_teacher([str(obj.get(n) if obj.get(n) is not None else "") for n in TEACHER_NAMES])
         return PairRecord(id=rid, prompt=turns["prompt"], response_a=turns["response_a"],
-                          response_b=turns["response_b"], label=label,
+                          response_b=turns["response_b"], label=label, target=target, teacher=teacher,
                           model_a=obj.get("model_a"), model_b=obj.get("model_b"), source=obj.get("source"))
     raise RowError("unknown_shape", "expected chosen/rejected or prompt/response_a/response_b fields")
 

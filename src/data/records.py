@@ -1,7 +1,9 @@
 """The pairwise record that every stage reads, and the A/B swap.
 
 Labels follow the Kaggle column order: 0 = model A wins, 1 = model B wins,
-2 = tie. The swap is the single place that knows how sides and labels move
+2 = tie. A row holds either a hard `label` (a human vote) or a soft `target`
+(three probabilities: a pseudo-label, an ensemble, a judge), never both, and
+optionally a `teacher`'s probabilities for distillation (`data.targets`). The swap is the single place that knows how sides and labels move
 together; training augmentation and prediction averaging both call it.
 """
 from __future__ import annotations
@@ -28,6 +30,8 @@ class PairRecord:
     model_b: str | None = None
     source: str | None = None
     extra: dict = field(default_factory=dict)  # e.g. true probabilities of synthetic rows
+    target: tuple[float, float, float] | None = None  # soft label (label is None then)
+    teacher: tuple[float, float, float] | None = None  # teacher probabilities (distillation)
 
     @property
     def n_turns(self) -> int:
@@ -54,8 +58,13 @@ def response_counts(records: list[PairRecord]) -> dict[str, int]:
     }
 
 
+def _swap_dist(p: tuple[float, float, float] | None) -> tuple[float, float, float] | None:
+    return None if p is None else (p[1], p[0], p[2])
+
+
 def swap(record: PairRecord) -> PairRecord:
-    """Exchange sides A and B; the label follows (A wins <-> B wins, tie stays)."""
+    """Exchange sides A and B; the label follows (A wins <-> B wins, tie stays), and so
+    do a soft target and teacher probabilities."""
     return dataclasses.replace(
         record,
         response_a=record.response_b,
@@ -63,6 +72,8 @@ def swap(record: PairRecord) -> PairRecord:
         model_a=record.model_b,
         model_b=record.model_a,
         label=None if record.label is None else SWAP_LABEL[record.label],
+        target=_swap_dist(record.target),
+        teacher=_swap_dist(record.teacher),
     )
 
 

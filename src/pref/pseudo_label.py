@@ -1,0 +1,89 @@
+"""Pseudo-labels: an ensemble's probabilities written as a training file.
+
+The output is in the training schema (id, prompt, response_a, response_b,
+winner_model_a, winner_model_b, winner_tie, plus model_a/model_b when known)
+with the winner columns holding the ensemble + swap-TTA probabilities, so
+`read_pairs` reads every row back as a soft target (`data.targets`). The
+producing runs are named in a `pseudo_label_runs` column and in the side
+report (`<out stem>_report.json`), with the rows kept and dropped by
+`--min-confidence` (top probability below it) counted.
+
+Probabilities are clipped to [1e-6, 1] and renormalised before writing: a
+rounded 0.9999997 would otherwise be written as 1, 0, 0 and read back as a
+hard human label.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..data.records import LABEL_NAMES, PairRecord
+from ..errors import UsageError
+
+FLOOR = 1e-5  # with 6 decimals the rounding error (<= 1e-6) cannot push a class to 0 or below
+DECIMALS = 6
+
+
+def soft_columns(probs: np.ndarray) -> np.ndarray:
+    """Probabilities safe to write with DECIMALS digits and read back as soft."""
+    p = np.clip(np.asarray(probs, dtype=np.float64), FLOOR, 1.0)
+    p = p / p.sum(1, keepdims=True)
+    p = np.round(p, DECIMALS)
+    p[:, 2] = np.round(1.0 - p[:, 0] - p[:, 1], DECIMALS)  # the written row sums to 1 exactly
+    return p
+
+
+def report_path(out: str | os.PathLike) -> Path:
+    out = Path(out)
+    return out.with_name(out.stem + "_report.json")
+
+
+def pseudo_label_frame(records: Sequence[PairRecord], probs: np.ndarray, runs: Sequence[str], *,
+                       min_confidence: float = 0.0) -> tuple[pd.DataFrame, dict]:
+    if not 0.0 <= min_confidence <= 1.0:
+        raise UsageError(f"--min-confidence must be in [0, 1], got {min_confidence}")
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.shape != (len(records), 3):
+        raise ValueError(f"{probs.shape} probabilities for {len(records)} rows")
+    finite = np.isfinite(probs).all(1)
+    confident = finite & (np.where(finite[:, None], probs, 0.0).max(1) >= min_confidence)
+    keep = np.flatnonzero(confident)
+    p = soft_columns(probs[keep]) if len(keep) else np.zeros((0, 3))
+    rows = []
+    for j, i in enumerate(keep):
+        r = records[i]
+        row = {"id": r.id, "model_a": r.model_a or "", "model_b": r.model_b or "",
+               "prompt": json.dumps(r.prompt, ensure_ascii=False),
+               "response_a": json.dumps(r.response_a, ensure_ascii=False),
+               "response_b": json.dumps(r.response_b, ensure_ascii=False)}
+        row.update({name: p[j, k] for k, name in enumerate(LABEL_NAMES)})
+        rows.append(row)
+    columns = ["id", "model_a", "model_b", "prompt", "response_a", "response_b", *LABEL_NAMES]
+    df = pd.DataFrame(rows, columns=columns)
+    df["pseudo_label_runs"] = ";".join(map(str, runs))
+    top = probs[keep].max(1) if len(keep) else np.zeros(0)
+    report = {
+        "runs": [str(r) for r in runs], "rows_predicted": len(records), "rows_written": int(len(keep)),
+        "min_confidence": min_confidence,
+        "dropped_below_min_confidence": int((finite & ~confident).sum()),
+        "dropped_no_prediction": int((~finite).sum()),
+        "mean_top_probability": float(top.mean()) if len(top) else None,
+        "mean_probabilities": dict(zip(LABEL_NAMES, map(float, p.mean(0)))) if len(keep) else None,
+    }
+    return df, report
+
+
+def write_pseudo_labels(records: Sequence[PairRecord], probs: np.ndarray, runs: Sequence[str],
+                        out: str | os.PathLike, *, min_confidence: float = 0.0, extra_report: dict | None = None) -> dict:
+    """Write the soft-label CSV and its report; returns the report."""
+    from ..config import atomic_write_text
+    df, report = pseudo_label_frame(records, probs, runs, min_confidence=min_confidence)
+    report = {"out": str(out), **report, **(extra_report or {})}
+    atomic_write_text(out, df.to_csv(index=False, float_format=f"%.{DECIMALS}f"))
+    atomic_write_text(report_path(out), json.dumps(report, indent=2) + "\n")
+    return report
