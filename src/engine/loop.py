@@ -19,7 +19,6 @@ resumable checkpoints.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import sys
 import time
@@ -32,7 +31,9 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from .batching import plan_batches, shard
-from .checkpoint import atomic_dir, load_resume_state, load_weights, save_resume_state, set_rng_state
+from . import faults
+from .checkpoint import (append_jsonl, atomic_dir, best_dir as best_folder, last_dir as last_folder, load_resume_state,
+                         load_weights, recover_dir, save_resume_state, set_rng_state, truncate_jsonl)
 from .settings import TrainSettings
 
 SCHEDULES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
@@ -131,7 +132,7 @@ def train(cfg: TrainSettings, task: Task, model: torch.nn.Module, run_dir: Path,
     """Train `model` on `task`; returns the final Progress. `trial_hook(step, metrics)`
     is called after each eval (optuna reporting/pruning raises from there)."""
     run_dir = Path(run_dir)
-    last_dir, best_dir = run_dir / "checkpoint" / "last", run_dir / "checkpoint" / "best"
+    last_dir, best_dir = last_folder(run_dir), best_folder(run_dir)
     rank, world = accelerator.process_index, accelerator.num_processes
     lengths = task.lengths()
     per_epoch = len(epoch_plan(cfg, lengths, 0, rank, world))
@@ -146,6 +147,10 @@ def train(cfg: TrainSettings, task: Task, model: torch.nn.Module, run_dir: Path,
     scheduler = get_scheduler(SCHEDULES[cfg.schedule], optimizer,
                               num_warmup_steps=int(cfg.warmup_ratio * total_steps), num_training_steps=total_steps)
     progress = Progress()
+    if accelerator.is_main_process:  # finish or undo a save cut by a crash; remove its leftovers
+        recover_dir(best_dir)
+        recover_dir(last_dir)
+    accelerator.wait_for_everyone()
     if resume and (last_dir / "training_state.pt").exists():
         state = load_resume_state(last_dir)
         load_weights(model, last_dir / "model.safetensors")
@@ -155,7 +160,8 @@ def train(cfg: TrainSettings, task: Task, model: torch.nn.Module, run_dir: Path,
         progress = Progress(**state["progress"])
         set_rng_state(state["rng"])
         progress.batch_in_epoch += cfg.skip_batches
-        _truncate_metrics(run_dir / "metrics.jsonl", progress.step)
+        if accelerator.is_main_process:
+            _truncate_metrics(run_dir / "metrics.jsonl", progress.step, accelerator.print)
         accelerator.print(f"[resume] step {progress.step}, epoch {progress.epoch}, batch {progress.batch_in_epoch}")
     elif resume:
         accelerator.print(f"[resume] no checkpoint in {last_dir}: starting from scratch")
@@ -165,7 +171,10 @@ def train(cfg: TrainSettings, task: Task, model: torch.nn.Module, run_dir: Path,
     model, optimizer = accelerator.prepare(model, optimizer)
     writer = _tensorboard(run_dir) if cfg.tensorboard and accelerator.is_main_process else None
 
+    last_save = [time.monotonic()]
+
     def save_last() -> None:
+        last_save[0] = time.monotonic()
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             with atomic_dir(last_dir) as tmp:
@@ -176,6 +185,16 @@ def train(cfg: TrainSettings, task: Task, model: torch.nn.Module, run_dir: Path,
                                   optimizer=_NoOptimizerState() if deepspeed else optimizer,
                                   scheduler=scheduler, progress=progress.__dict__)
         accelerator.wait_for_everyone()
+
+    def periodic_save_due() -> bool:
+        """--save-every-steps / --save-every-minutes: resumable checkpoints between evals."""
+        due = bool(cfg.save_every_steps) and progress.step % cfg.save_every_steps == 0
+        if cfg.save_every_minutes and not due:
+            due = time.monotonic() - last_save[0] >= 60 * cfg.save_every_minutes
+            if world > 1:  # clocks differ between processes, and all must save together: rank 0 decides
+                from accelerate.utils import broadcast
+                due = bool(broadcast(torch.tensor([float(due)], device=accelerator.device), from_process=0).item())
+        return due
 
     def evaluate() -> dict:
         model.eval()
@@ -196,8 +215,7 @@ def train(cfg: TrainSettings, task: Task, model: torch.nn.Module, run_dir: Path,
             progress.evals_since_best += 1
         progress.history.append(metrics)
         if accelerator.is_main_process:
-            with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-                f.write(json.dumps(metrics) + "\n")
+            append_jsonl(run_dir / "metrics.jsonl", metrics)
             if writer:
                 for k, v in metrics.items():
                     if isinstance(v, (int, float)):
@@ -264,6 +282,8 @@ def train(cfg: TrainSettings, task: Task, model: torch.nn.Module, run_dir: Path,
                 progress.real_tokens += real
                 progress.padded_tokens += padded
             progress.train_seconds += time.perf_counter() - t0
+            faults.point("step")
+            saved = False
             bar.update(len(window))
             bar.set_postfix(loss=f"{window_loss / max(float(units), 1):.4f}",
                             ex_s=f"{progress.examples / max(progress.train_seconds, 1e-9):.1f}", refresh=False)
@@ -272,11 +292,16 @@ def train(cfg: TrainSettings, task: Task, model: torch.nn.Module, run_dir: Path,
                 if cfg.early_stopping_patience and progress.evals_since_best >= cfg.early_stopping_patience:
                     stop = True
                 save_last()
+                saved = True
                 if stop:
                     break
+            if not saved and progress.batch_in_epoch < len(batches) and periodic_save_due():  # epoch ends save anyway
+                save_last()
+                saved = True
             if cfg.stop_after_steps and steps_this_run >= cfg.stop_after_steps:
                 bar.close()
-                save_last()
+                if not saved:
+                    save_last()
                 accelerator.print(f"[stop] {steps_this_run} steps done this run; continue with --resume")
                 return progress
         bar.close()
@@ -316,12 +341,12 @@ class _NoOptimizerState:
         return {}
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """On resume, drop eval lines logged after the checkpoint we resume from."""
-    if not path.exists():
-        return
-    keep = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
-    path.write_text("".join(ln + "\n" for ln in keep), encoding="utf-8")
+def _truncate_metrics(path: Path, step: int, note=print) -> None:
+    """On resume, drop eval lines logged after the checkpoint we resume from (and a torn
+    last line: a crash mid-append)."""
+    torn = truncate_jsonl(path, step)
+    if torn:
+        note(f"[resume] {torn}")
 
 
 def _tensorboard(run_dir: Path) -> Any:

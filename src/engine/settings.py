@@ -29,6 +29,10 @@ class TrainSettings:
     early_stopping_patience: int = knob(0, "stop after N evals without improvement (0 = off)")
     max_bad_steps: int = knob(10, "stop after this many skipped non-finite steps")
     stop_after_steps: int = knob(0, "end this invocation after N optimizer steps (resume later); 0 = run to the end")
+    save_every_steps: int = knob(0, "also save a resumable checkpoint every N optimizer steps, between evals "
+                                    "(only the newest is kept); 0 = only at evals", low=0)
+    save_every_minutes: float = knob(0.0, "also save a resumable checkpoint when M minutes passed since the last "
+                                          "one (only the newest is kept); 0 = off", low=0)
     skip_batches: int = knob(0, "on resume, skip this many extra batches (e.g. one that crashes a run)")
     num_threads: int = knob(0, "CPU threads for torch (0 = torch default)")
     tensorboard: bool = knob(False, "also log scalars to TensorBoard under the run dir")
