@@ -8,7 +8,7 @@ Layout (the one owner: stages call these instead of spelling paths):
 Crash safety of a checkpoint folder (`atomic_dir`), for `kill -9` at any instruction:
 a new folder is written as `.NAME.tmp-*`, its files fsynced, then a completeness marker
 (`.complete`, listing file sizes) is written last; only then is the old folder renamed
-to `.NAME.old-*` and the new one renamed into place. A POSIX directory cannot be renamed
+to `.NAME.old-*` and the new one renamed into place (and the marker, needed no more, removed). A POSIX directory cannot be renamed
 over a non-empty one, so NAME is briefly absent between the two renames, but a complete
 copy is on disk at every instant, and the order is fixed: a marked temp folder is newer
 than NAME, NAME is newer than an `.old-*`. `recover_dir` (run by the writer before each
@@ -133,7 +133,8 @@ def _marker(folder: Path) -> dict | None:
 
 
 def is_complete(folder: str | os.PathLike) -> bool:
-    """True when `folder` holds a marker and every file it lists, at the listed size."""
+    """True when the temp folder `folder` holds a marker and every file it lists, at the
+    listed size (a folder in place under its final name is whole by construction)."""
     folder = Path(folder)
     mark = _marker(folder)
     if not isinstance(mark, dict) or not isinstance(mark.get("files"), dict):
@@ -178,6 +179,7 @@ def recover_dir(final: str | os.PathLike) -> Path | None:
         if final.exists():
             _rename(final, final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}")
         _rename(complete[-1], final)
+        (final / MARKER).unlink(missing_ok=True)
         for t in complete[:-1]:
             shutil.rmtree(t, ignore_errors=True)
     olds = _siblings(final, "old")
@@ -242,6 +244,9 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     _rename(tmp, final)
     faults.point("ckpt-swapped")
     shutil.rmtree(old, ignore_errors=True)
+    # In place, a folder is whole by construction; the marker only ranks temp folders, so
+    # drop it: a checkpoint (or an export uploaded as a dataset) keeps exactly its own files.
+    (final / MARKER).unlink(missing_ok=True)
 
 
 # --- weights and resume state -------------------------------------------------------------

@@ -82,6 +82,9 @@ def train_run(run_dir: str, resume: bool, fault: str = "", count_to: str = "") -
     """The child's body: one invocation of the trainer (a fresh or a resumed run). With
     `count_to`, how often each fault point was passed is written there as JSON."""
     from .loop import make_accelerator, train
+    log = os.open(f"{run_dir}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)  # RUN.log beside RUN
+    os.dup2(log, 1)
+    os.dup2(log, 2)
     os.environ[faults.ENV] = fault
     os.environ["PREFPIPE_FSYNC"] = "0"  # a killed process loses nothing the OS holds: see checkpoint._durable
     faults.reset()
