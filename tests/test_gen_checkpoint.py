@@ -60,3 +60,21 @@ def test_missing_local_run_is_one_line(tmp_path, capsys):
     assert main(["--run", str(tmp_path / "nope"), "--prompt", "hi"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "no such run dir" in err and len(err.splitlines()) == 1
+
+
+def test_resume_state_found_when_a_save_was_cut_between_its_renames(tmp_path):
+    """gen/train decides before training whether it resumes (keep samples.jsonl, skip the
+    initial eval, part order): it must see the complete `.last.old-*` a crash left."""
+    import torch
+
+    from src.engine.checkpoint import save_resumable
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    run_dir = tmp_path / "run"
+    save_resumable(run_dir, model=model, optimizer=opt, scheduler=sched, progress={"step": 7})
+    assert K.has_resume_state(run_dir) and K.steps_done(run_dir) == 7
+    last = K.last_dir(run_dir)
+    last.rename(last.parent / f".{last.name}.old-1234abcd")  # killed after the first rename of a save
+    assert not last.exists()
+    assert K.has_resume_state(run_dir) and K.steps_done(run_dir) == 7

@@ -31,27 +31,40 @@ VAL_LOSSES = "val_losses.csv"
 
 
 # --- the run dir ------------------------------------------------------------------------------
+# The folders themselves are the engine's (src/engine/checkpoint.py: crash-safe saves); this
+# module is where the generative stage asks for them.
 
 def best_dir(run_dir: str | os.PathLike) -> Path:
     """The checkpoint kept for generation (the engine's best eval)."""
-    return Path(run_dir) / "checkpoint" / "best"
+    from ..engine.checkpoint import best_dir as engine_best_dir
+    return engine_best_dir(run_dir)
 
 
 def last_dir(run_dir: str | os.PathLike) -> Path:
     """The engine's resumable state of the run."""
-    return Path(run_dir) / "checkpoint" / "last"
+    from ..engine.checkpoint import last_dir as engine_last_dir
+    return engine_last_dir(run_dir)
+
+
+def resume_folder(run_dir: str | os.PathLike) -> Path | None:
+    """The complete resumable checkpoint, also when a crash cut a save between its two
+    renames (read-only: the engine puts it back in place when training starts)."""
+    from ..engine.checkpoint import complete_dir
+    folder = complete_dir(last_dir(run_dir))
+    return folder if folder is not None and (folder / RESUME_STATE).exists() else None
 
 
 def has_resume_state(run_dir: str | os.PathLike) -> bool:
-    return (last_dir(run_dir) / RESUME_STATE).exists()
+    return resume_folder(run_dir) is not None
 
 
 def steps_done(run_dir: str | os.PathLike) -> int:
     """Optimizer steps in the run's resumable state (0 when there is none)."""
-    if not has_resume_state(run_dir):
+    folder = resume_folder(run_dir)
+    if folder is None:
         return 0
     from ..engine.checkpoint import load_resume_state
-    return int(load_resume_state(last_dir(run_dir))["progress"]["step"])
+    return int(load_resume_state(folder)["progress"]["step"])
 
 
 def best_val_losses(run_dir: str | os.PathLike) -> Path:

@@ -28,6 +28,7 @@ import torch
 from ..config import atomic_write_text, load_yaml, save_yaml
 from ..engine import plots
 from ..engine.batching import pad_fraction
+from ..engine.checkpoint import truncate_jsonl
 from ..engine.loop import epoch_plan, make_accelerator, train
 from ..errors import UsageError
 from .checkpoint import best_val_losses, has_resume_state, save_checkpoint, steps_done
@@ -161,12 +162,6 @@ def _write_initial_eval(task: GenTask, model: Any, accelerator: Any, path: Path)
     return m
 
 
-def _truncate_samples(path: Path, step: int) -> None:
-    if path.exists():
-        keep = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
-        atomic_write_text(path, "".join(ln + "\n" for ln in keep))
-
-
 def perplexity_plot(history: list[dict], initial: dict | None, out: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -241,7 +236,9 @@ def run(cfg: GenConfig, *, resume: bool = False) -> dict:
     resuming = resume and has_resume_state(run_dir)
     if resuming:
         if accelerator.is_main_process:
-            _truncate_samples(run_dir / "samples.jsonl", steps_done(run_dir))
+            note = truncate_jsonl(run_dir / "samples.jsonl", steps_done(run_dir))  # logged again after it
+            if note:
+                accelerator.print(f"[resume] {note}")
     else:
         for stale in ("samples.jsonl", "metrics.jsonl"):
             if accelerator.is_main_process and (run_dir / stale).exists():
