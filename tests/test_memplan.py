@@ -92,3 +92,22 @@ def test_activation_estimate_matches_measured_peak_memory():
                                  batch_size=seqs // 2, gradient_checkpointing=ckpt, attn=got["attn"]), runtime_gib=0)
         ratios.append(p.activations_gib * mp.GiB / got["measured"])
     assert all(0.7 <= r <= 1.3 for r in ratios), ratios
+
+
+def test_inference_plan_keeps_16_bit_rest_and_no_optimizer():
+    p = mp.plan(mp.PlanInput("gemma-2-9b-it", lora=True, lora_r=64, bits="8bit", precision="fp16", max_len=2048,
+                             batch_size=2, inference=True))
+    h, i, v, layers, q, kv = 3584, 14336, 256000, 42, 16 * 256, 8 * 256
+    linear = layers * (h * q + 2 * h * kv + q * h + 3 * h * i)
+    rows = layers * (q + 2 * kv + h + 2 * i + h)                  # one fp32 scale per output row of each linear
+    other = p.params - linear
+    assert p.weights_gib * mp.GiB == pytest.approx(linear + rows * 4 + (other + p.lora_params) * 2)
+    assert p.trainable_state_gib == 0 and p.fits["T4"]
+
+
+def test_plan_cli_prints_and_exits_zero(capsys):
+    assert mp.main(["gemma-2-9b-it", "--lora", "--lora-r", "64", "--load-in-4bit", "--max-len", "2048",
+                    "--batch-size", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "QLoRA nf4" in out and "A40 48 GB yes" in out and "T4 16 GB no" in out
+    assert mp.main(["no-such-model"]) == 2

@@ -106,6 +106,7 @@ class PlanInput:
     devices: int = 1                 # FSDP/ZeRO-3 shard count (full fine-tune); DDP replicates
     head_hidden: int = 256
     lora_dropout: float = 0.05
+    inference: bool = False          # predict: no gradients, no optimizer, one layer's tensors alive
 
 
 def load_config(model: str):
@@ -210,7 +211,7 @@ class Plan:
 
     def text(self) -> str:
         p = self.inputs
-        how = ("QLoRA nf4" if p.bits == "4bit" else "LoRA int8" if p.bits == "8bit" else
+        how = ("predict " if p.inference else "") + ("QLoRA nf4" if p.bits == "4bit" else "LoRA int8" if p.bits == "8bit" else
                f"LoRA {p.precision}" if p.lora else f"full fine-tune {p.precision}")
         seqs = 2 * p.batch_size
         lines = [
@@ -220,7 +221,8 @@ class Plan:
             f"  parameters       {self.params / 1e9:8.3f} B   trainable {self.trainable / 1e6:,.2f} M "
             f"(LoRA {self.lora_params / 1e6:,.2f} M + head {self.head_params / 1e6:,.2f} M)",
             f"  weights          {self.weights_gib:8.2f} GiB",
-            f"  trainable state  {self.trainable_state_gib:8.2f} GiB  (fp32 weight + grad + AdamW m, v)",
+            f"  trainable state  {self.trainable_state_gib:8.2f} GiB  (fp32 weight + grad + AdamW m, v)"
+            if not p.inference else "  trainable state      0.00 GiB  (inference)",
             f"  activations      {self.activations_gib:8.2f} GiB  (with checkpointing {self.activations_ckpt_gib:.2f}, "
             f"without {self.activations_no_ckpt_gib:.2f})",
             f"  logits           {self.logits_gib:8.4f} GiB  (an LM head would need {self.lm_logits_gib:.2f})",
@@ -249,7 +251,8 @@ def plan(p: PlanInput, config=None, *, runtime_gib: float = RUNTIME_GIB) -> Plan
     if p.bits:
         per = NF4_BYTES if p.bits == "4bit" else INT8_BYTES
         other = params - linear_params
-        weights = linear_params * per + other * 4  # k-bit prep upcasts the rest to fp32
+        # k-bit training prep upcasts the rest to fp32; prediction keeps them (and the adapters) at 16 bits
+        weights = linear_params * per + (other * store + lora * store if p.inference else other * 4)
         if p.bits == "8bit":
             weights += sum(o for _, _, o in linears) * 4  # one fp32 scale per output row
     elif p.lora:
@@ -268,6 +271,10 @@ def plan(p: PlanInput, config=None, *, runtime_gib: float = RUNTIME_GIB) -> Plan
     no_ckpt = tokens * per_layer * n_layers + boundary + transient
     ckpt = tokens * c.hidden_size * act_bytes * n_layers + tokens * per_layer + boundary + transient
     act = ckpt if p.gradient_checkpointing else no_ckpt
+    if p.inference:  # inference_mode keeps nothing for backward: the residual stream + one layer at work
+        state = 0.0
+        act = tokens * (3 * c.hidden_size + 2 * c.intermediate_size) * act_bytes + transient
+        no_ckpt = ckpt = act
     logits = 2 * p.batch_size * 3 * 4
     lm_logits = tokens * c.vocab_size * 4
     total = weights + state + act + logits + runtime_gib * GiB
@@ -292,3 +299,39 @@ def lora_targets_for_plan(linears: list[tuple[str, int, int]], requested: list[s
 def plan_json(pl: Plan) -> str:
     d = {k: v for k, v in pl.__dict__.items() if k != "inputs"}
     return json.dumps(d)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m src.pref.memplan MODEL [--lora] [--load-in-4bit] ... (what train_pref --plan prints)."""
+    import argparse
+
+    from ..errors import run_cli
+    ap = argparse.ArgumentParser(prog="python -m src.pref.memplan", description=main.__doc__)
+    ap.add_argument("model")
+    ap.add_argument("--lora", action="store_true")
+    ap.add_argument("--lora-r", type=int, default=16)
+    ap.add_argument("--lora-targets", default="")
+    ap.add_argument("--load-in-4bit", action="store_true")
+    ap.add_argument("--load-in-8bit", action="store_true")
+    ap.add_argument("--precision", default="bf16", choices=list(DTYPE_BYTES))
+    ap.add_argument("--max-len", type=int, default=512)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--arch", default="cross", choices=["cross", "siamese"])
+    ap.add_argument("--no-gradient-checkpointing", action="store_true")
+    ap.add_argument("--attn", default=None)
+    ap.add_argument("--devices", type=int, default=1)
+    ap.add_argument("--inference", action="store_true")
+    a = ap.parse_args(argv)
+
+    def body():
+        bits = "4bit" if a.load_in_4bit else "8bit" if a.load_in_8bit else None
+        print(plan(PlanInput(a.model, lora=a.lora or bool(bits), lora_r=a.lora_r,
+                             lora_targets=[t for t in a.lora_targets.split(",") if t], bits=bits,
+                             precision=a.precision, max_len=a.max_len, batch_size=a.batch_size, arch=a.arch,
+                             gradient_checkpointing=not a.no_gradient_checkpointing, attn=a.attn,
+                             devices=a.devices, inference=a.inference)).text())
+    return run_cli(body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
