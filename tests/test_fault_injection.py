@@ -160,6 +160,16 @@ def test_latest_complete_names_the_resumable_checkpoint_or_none(tmp_path):
     assert found == ckdir / "last" and load_resume_state(found)["progress"]["step"] == 2
 
 
+def test_gen_stage_sees_the_resume_state_of_a_save_cut_between_its_renames(tmp_path):
+    from src.gen.checkpoint import has_resume_state, steps_done
+    _train(tmp_path, stop_after_steps=4)
+    ckdir = tmp_path / "checkpoint"
+    (ckdir / "last").rename(ckdir / ".last.old-00000000")
+    # read-only: gen checks this on every process before the engine's trainer recovers it
+    assert has_resume_state(tmp_path) and steps_done(tmp_path) == 4
+    assert not (ckdir / "last").exists()
+
+
 # --- disk full -------------------------------------------------------------------------------------
 
 def test_a_full_disk_during_a_save_keeps_the_previous_checkpoint_and_is_one_line(tmp_path, monkeypatch, capsys):

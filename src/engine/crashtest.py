@@ -26,10 +26,16 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
+from tqdm.auto import tqdm as _tqdm
 
 from . import faults
 from .checkpoint import best_dir, last_dir, load_resume_state, save_weights
 from .settings import TrainSettings
+
+# tqdm makes a multiprocessing lock (a named semaphore) on first use; made here, in the fork
+# server that preloads this module, every child shares it, instead of each killed child
+# leaving its own for the resource tracker to report as leaked.
+_tqdm.get_lock()
 
 ROWS, BATCH, EPOCHS, EVAL_EVERY, SAVE_EVERY = 64, 8, 3, 5, 3
 
