@@ -61,7 +61,7 @@ def tiny_run(out: Path) -> Path:
 @torch.no_grad()
 def naive_predict(model, enc, *, max_len: int, batch_size: int, both_orders: bool = True):
     """What a first notebook does: file order, fixed batches, pad everything to max_len, fp32."""
-    from src.pref.infer import collate
+    from src.pref.collate import collate
     n = len(enc)
     ab = np.zeros((n, 3), dtype=np.float32)
     ba = np.zeros((n, 3), dtype=np.float32) if both_orders else None
@@ -81,8 +81,15 @@ def naive_predict(model, enc, *, max_len: int, batch_size: int, both_orders: boo
 def bench(args) -> dict:
     from src.data.arena import read_pairs
     from src.data.synthetic import make_rows, write_csv
-    from src.pref.infer import average_probs, encode_pairs
-    from src.pref.submission import load_run, predict_encoded, resolve_precision, token_budget
+    from src.device import choose_precision
+    from src.pref.calibration import average_probs
+    from src.pref.encode import encode_pairs
+    from src.pref.ensemble import load_run
+    from src.pref.predict import predict_on_devices, token_budget
+
+    def predict_encoded(model, enc, **kw):
+        out = predict_on_devices(model, enc, **kw)
+        return out.ab, out.ba, {"real_tokens": out.real_tokens, "padded_tokens": out.padded_tokens}
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -100,7 +107,7 @@ def bench(args) -> dict:
                        keep=cfg.keep, both_orders=True)
     tokenize_s = time.perf_counter() - t0
     lengths = np.concatenate([[len(s) for s in seqs] for seqs in enc.ids.values()])
-    precision, _ = resolve_precision("cpu", args.precision, model_type=model.encoder.config.model_type)
+    precision, _ = choose_precision("cpu", args.precision, model=model.encoder.config.model_type)
     budget = token_budget(cfg, max_len=max_len, batch_size=args.batch_size, max_tokens=args.max_tokens,
                           both_orders=True)
 
@@ -179,7 +186,8 @@ def count_flops(encoder, seq_len: int, batch: int = 1) -> float:
 
 def time_forward(encoder, seq_len: int, batch: int, precision: str, repeats: int = 2) -> float:
     import copy
-    from src.pref.submission import autocast_context, casts_weights
+    from src.device import casts_weights
+    from src.device import inference_autocast as autocast_context
     from src.device import torch_dtype
     if casts_weights(precision):  # as predict runs it: bf16 weights
         encoder = copy.deepcopy(encoder).to(torch_dtype(precision))

@@ -46,7 +46,7 @@ def flops_per_token(model_cfg, seq_len: float) -> float:
 def bench_ours(records, args, tmp: Path) -> dict:
     from src.engine.loop import make_accelerator, train
     from src.pref.config import PrefConfig
-    from src.pref.infer import encode_pairs
+    from src.pref.encode import encode_pairs
     from src.pref.task import PrefTask
     from src.pref.train import build
     cfg = PrefConfig(model="minilm", max_len=args.max_len, length_chunks=getattr(args, "chunks", 4), batch_size=args.batch_size, epochs=1, progress=False,

@@ -1,9 +1,15 @@
-"""Pick the compute device and the precision to train/infer in: one place.
+"""Pick the compute device and the precision to train/infer in: the one owner
+of the precision policy.
 
 Order: cuda > xpu > mps > cpu. Precision: bf16 where the device does bf16
 matrix math (Ampere+ CUDA, XPU, CPUs with AVX512-BF16/AMX), fp16 + a grad
 scaler on CUDA GPUs without bf16 (T4, V100), fp32 otherwise. Both are
 overridable (`--device`, `--precision` on every CLI).
+
+DeBERTa-v3 overflows in fp16: training refuses it (`check_precision`), and
+prediction's auto choice gives fp32 instead on a GPU without native bf16
+(`choose_precision`; an explicit fp16 is honoured there, and rows whose logits
+come out non-finite are re-run in fp32 by the caller).
 
 `python -m src.device` prints what was found as one JSON line.
 """
@@ -11,10 +17,13 @@ from __future__ import annotations
 
 import json
 import platform
+import contextlib
 from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
+
+from .errors import UsageError
 
 DEVICES = ("auto", "cuda", "xpu", "mps", "cpu")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -75,6 +84,50 @@ def pick_precision(device: str, prefer: str = "auto") -> str:
     if device == "cpu":
         return "bf16" if cpu_has_bf16() else "fp32"
     return "fp32"
+
+
+def overflows_in_fp16(model: str) -> bool:
+    """Models whose activations overflow fp16's range (a model name, path or model_type)."""
+    return "deberta" in str(model).lower()
+
+
+def check_precision(precision: str, model: str) -> None:
+    """Refuse a training precision the model cannot run in (one line, before any work)."""
+    if precision == "fp16" and overflows_in_fp16(model):
+        raise UsageError("DeBERTa-v3 overflows in fp16: use --precision bf16 or --precision fp32")
+
+
+def choose_precision(device: str, prefer: str = "auto", *, model: str = "") -> tuple[str, str]:
+    """(precision, why) for inference on `device` (e.g. "cuda:1").
+
+    On CUDA, auto means bf16 only where it runs natively (compute capability
+    >= 8, read for THIS device): torch.cuda.is_bf16_supported() also says yes on
+    a T4 (emulated, slow), so fp16 there, and fp32 for a model that overflows
+    in fp16."""
+    dev_type = torch.device(device).type
+    if prefer != "auto":
+        return pick_precision(dev_type, prefer), "requested"
+    if dev_type == "cuda":
+        major = torch.cuda.get_device_capability(torch.device(device))[0]
+        p = "bf16" if major >= 8 else "fp16"
+        if p == "fp16" and overflows_in_fp16(model):
+            return "fp32", "auto: DeBERTa-v3 overflows in fp16 and this GPU has no native bf16"
+        return p, f"auto: compute capability {major}.x"
+    return pick_precision(dev_type, "auto"), "auto"
+
+
+def casts_weights(precision: str) -> bool:
+    """Inference in bf16 casts the weights (on CPU, autocast is no faster than
+    fp32 while bf16 weights are ~4x faster with AMX); fp16 runs under autocast,
+    which keeps softmax and layer norms in fp32 where fp16's range is too small."""
+    return precision == "bf16"
+
+
+def inference_autocast(device: str, precision: str):
+    """The autocast region for inference in `precision` (none for fp32 and cast bf16 weights)."""
+    if precision == "fp32" or casts_weights(precision):
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=torch_dtype(precision))
 
 
 def to_accelerate_precision(precision: str) -> str:

@@ -37,14 +37,17 @@ def main(argv: list[str] | None = None) -> int:
             weights = [float(w) for w in args.weights.split(",") if w.strip()]
         except ValueError:
             ap.error(f"--weights must be comma-separated numbers, got {args.weights!r}")
+    from .errors import UsageError, run_cli
     from .pref.export import export_runs
-    try:
-        export_runs(args.run, args.to, weights=weights, kaggle_user=args.kaggle_user, title=args.title,
-                    slug=args.slug, license_name=args.license, force=args.force, verify=args.verify)
-    except (FileNotFoundError, FileExistsError, ValueError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    def body() -> None:
+        try:
+            export_runs(args.run, args.to, weights=weights, kaggle_user=args.kaggle_user, title=args.title,
+                        slug=args.slug, license_name=args.license, force=args.force, verify=args.verify)
+        except (FileExistsError, ValueError, RuntimeError) as e:  # a taken folder, bad weights, a failed check
+            raise e if isinstance(e, UsageError) else UsageError(str(e)) from e
+
+    return run_cli(body)
 
 
 if __name__ == "__main__":

@@ -63,25 +63,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from .data.arena import DataError
+    from .errors import UsageError, run_cli
     from .pref.submission import check_submission, predict_file
-    try:
-        if args.check is not None:
-            problems = check_submission(args.check, args.data)
-            for line in problems:
-                print(line)
-            if not problems:
-                print(f"{args.check}: ok")
-            return 1 if problems else 0
+    found: list[str] = []
+
+    def check() -> None:
+        found.extend(check_submission(args.check, args.data))
+        for line in found:
+            print(line)
+        if not found:
+            print(f"{args.check}: ok")
+
+    def predict() -> None:
         progress = sys.stderr.isatty() if args.progress is None else args.progress
         predict_file(args.run, args.data, args.out, weights=args.weights, tta=args.tta, device=args.device,
                      precision=args.precision, max_len=args.max_len, batch_size=args.batch_size,
                      max_tokens=args.max_tokens, data_parallel=args.data_parallel, report_path=args.report,
                      progress=progress)
-    except (DataError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    def body() -> None:
+        try:
+            (check if args.check is not None else predict)()
+        except ValueError as e:  # a data file the reader refuses, weights that do not match the runs
+            raise e if isinstance(e, UsageError) else UsageError(str(e)) from e
+
+    rc = run_cli(body)
+    return rc or (1 if found else 0)
 
 
 if __name__ == "__main__":

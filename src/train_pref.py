@@ -30,15 +30,17 @@ def parse_args(argv: list[str] | None = None) -> tuple[PrefConfig, bool]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .data.arena import DataError
+    from .errors import UsageError, run_cli
     from .pref.train import run
-    try:
-        cfg, resume = parse_args(argv)
-        run(cfg, resume=resume)
-    except (ValueError, DataError, FileNotFoundError) as e:  # bad input: one line, no traceback
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    def body() -> None:
+        try:
+            cfg, resume = parse_args(argv)
+            run(cfg, resume=resume)
+        except ValueError as e:  # config and data readers' ValueErrors are bad input too: one line, exit 2
+            raise e if isinstance(e, UsageError) else UsageError(str(e)) from e
+
+    return run_cli(body)
 
 
 if __name__ == "__main__":

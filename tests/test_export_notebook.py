@@ -8,6 +8,7 @@ import stat
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from src.export import main as export_main
@@ -40,9 +41,9 @@ def test_export_folder_is_self_contained(exported, tiny_run):
                  "tokenizer/tokenizer_config.json"):
         assert (m0 / name).is_file(), name
     prior = json.loads((m0 / "prior.json").read_text())
-    assert abs(sum(prior["prior"]) - 1) < 1e-12 and "data_report.json" in prior["source"]
+    assert abs(sum(prior["prior"]) - 1) < 1e-12 and "training rows" in prior["source"]
     src = exported / ex.SRC_DIR / "src"
-    for name in ("__init__.py", "predict.py", "pref/submission.py", "pref/infer.py", "pref/model.py", "data/arena.py",
+    for name in ("__init__.py", "predict.py", "pref/submission.py", "pref/predict.py", "pref/encode.py", "pref/collate.py", "pref/ensemble.py", "pref/model.py", "data/arena.py",
                  "engine/batching.py", "device.py", "config.py"):
         assert (src / name).is_file(), name
     assert not (src / "pref" / "train.py").exists() and not (src / "engine" / "loop.py").exists()  # only what it needs
@@ -51,14 +52,34 @@ def test_export_folder_is_self_contained(exported, tiny_run):
                                                    for p in src.rglob("*.py"))
 
 
+def test_export_holds_no_local_paths_and_the_training_rows_prior(exported, tiny_run):
+    """(issue 13, item 9) Nothing in the export names a folder of this machine, and the
+    prior is counted over the rows the run trained on, not over the whole file."""
+    import yaml
+    here = [str(tiny_run.resolve().parent), str(Path.home()), str(REPO)]
+    for f in exported.rglob("*"):
+        if f.is_file() and f.suffix in (".json", ".yaml", ".md"):
+            text = f.read_text()
+            assert not [h for h in here if h in text], f
+    (model,) = json.loads((exported / ex.MANIFEST).read_text())["models"]
+    assert model["source_run"] == tiny_run.name and model["checkpoint"] == "checkpoint/best"
+    cfg = yaml.safe_load((exported / model["path"] / "config.yaml").read_text())
+    assert cfg["data"] == "train.csv" and cfg["out"] == tiny_run.name
+    prior = json.loads((exported / model["path"] / "prior.json").read_text())["prior"]
+    metrics = json.loads((tiny_run / "metrics.json").read_text())
+    counts = json.loads((tiny_run / "prior.json").read_text())["counts"]
+    assert sum(counts) == metrics["n_train"] < metrics["n_train"] + metrics["n_val"]
+    assert np.allclose(prior, (np.array(counts) + 1) / (sum(counts) + 3))
+
+
 def test_verify_export_catches_a_missing_module(exported, tmp_path):
     """(The fixture's export passed the same check, models loaded, before it was moved into place.)"""
     import shutil
     broken = tmp_path / "broken"
     shutil.copytree(exported / ex.SRC_DIR, broken / ex.SRC_DIR)
     shutil.copy(exported / ex.MANIFEST, broken / ex.MANIFEST)
-    (broken / ex.SRC_DIR / "src" / "pref" / "render.py").unlink()
-    with pytest.raises(RuntimeError, match="render"):
+    (broken / ex.SRC_DIR / "src" / "pref" / "encode.py").unlink()
+    with pytest.raises(RuntimeError, match="encode"):
         ex.verify_export(broken, load_models=False)
 
 

@@ -16,7 +16,11 @@ from hypothesis import strategies as st
 from src.data.arena import read_pairs
 from src.data.records import swap, swap_probs
 from src.predict import main as predict_main
+from src.pref import ensemble as ens
+from src.pref import predict as pp
 from src.pref import submission as sub
+from src.pref.calibration import PROB_FLOOR, floor_probs
+from src.pref.checkpoint import expand_runs
 from tests.fixtures_pref import tiny_run, write_test_csv  # noqa: F401  (session fixture)
 
 HEADER = "id,winner_model_a,winner_model_b,winner_tie"
@@ -77,11 +81,14 @@ def test_every_input_id_once_in_input_order(files):
 def test_unparseable_rows_get_the_prior_and_are_reported(files, tiny_run, capsys):
     ids, probs = read_sub(files["out"])
     report = json.loads(files["report"].read_text())
-    prior, source = sub.run_prior(tiny_run)
-    # The prior comes from the run's training label counts, add-one smoothed.
+    prior, source = ens.run_prior(tiny_run)
+    # The prior comes from the label counts of the rows the run TRAINED on (the file's
+    # minus the validation rows'), add-one smoothed.
     counts = json.loads((tiny_run / "data_report.json").read_text())["labels"]
-    n = np.array([counts[str(k)] for k in range(3)], dtype=float)
-    assert np.allclose(prior, (n + 1) / (n.sum() + 3)) and "data_report.json" in source
+    val = np.bincount(np.loadtxt(tiny_run / "val_predictions.csv", delimiter=",", skiprows=1, usecols=4,
+                                 dtype=int), minlength=3)
+    n = np.array([counts[str(k)] for k in range(3)], dtype=float) - val
+    assert np.allclose(prior, (n + 1) / (n.sum() + 3)) and "training rows" in source
     flagged = {q["id"]: q for q in report["prior_rows_list"]}
     assert set(flagged) == {"9001", "9002"}
     assert flagged["9001"]["reason"] == "invalid_json" and flagged["9002"]["reason"] == "bad_row_shape"
@@ -157,10 +164,10 @@ def test_check_empty_and_missing_file(files, tmp_path):
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_swap_averaged_predictions_are_exactly_symmetric(files, tiny_run, precision):
-    run = sub.load_run(tiny_run)
+    run = ens.load_run(tiny_run)
     records = read_pairs(files["clean"]).records
-    p = sub.predict_records(run, records, device="cpu", precision=precision).probs
-    q = sub.predict_records(run, [swap(r) for r in records], device="cpu", precision=precision).probs
+    p = pp.predict_records(run, records, device="cpu", precision=precision).probs
+    q = pp.predict_records(run, [swap(r) for r in records], device="cpu", precision=precision).probs
     assert np.array_equal(swap_probs(q), p)  # bit for bit, not approximately
     assert not np.array_equal(swap_probs(p), p)  # (and not trivially: A and B do differ)
 
@@ -193,14 +200,14 @@ def test_ensemble_function():
     rng = np.random.default_rng(0)
     p = rng.dirichlet(np.ones(3), size=50)
     q = rng.dirichlet(np.ones(3), size=50)
-    assert np.array_equal(sub.ensemble([p, p]), p)
-    assert np.array_equal(sub.ensemble([p]), p)
-    assert np.allclose(sub.ensemble([p, q], [1, 3]), 0.25 * p + 0.75 * q)
-    assert np.allclose(sub.ensemble([p, q], [0, 2]), q)
+    assert np.array_equal(ens.ensemble([p, p]), p)
+    assert np.array_equal(ens.ensemble([p]), p)
+    assert np.allclose(ens.ensemble([p, q], [1, 3]), 0.25 * p + 0.75 * q)
+    assert np.allclose(ens.ensemble([p, q], [0, 2]), q)
     with pytest.raises(ValueError, match="2 weights for 1 runs"):
-        sub.ensemble([p], [1, 2])
+        ens.ensemble([p], [1, 2])
     with pytest.raises(ValueError, match="not all 0"):
-        sub.ensemble([p, q], [0, 0])
+        ens.ensemble([p, q], [0, 0])
 
 
 def test_kfold_run_dir_expands_to_its_folds(files, tiny_run, tmp_path):
@@ -208,11 +215,11 @@ def test_kfold_run_dir_expands_to_its_folds(files, tiny_run, tmp_path):
     for k in (0, 1):
         shutil.copytree(tiny_run, cv / f"fold{k}", ignore=shutil.ignore_patterns("last", "plots"))
     shutil.copy(tiny_run / "data_report.json", cv / "data_report.json")
-    assert sub.expand_runs([cv]) == [cv / "fold0", cv / "fold1"]
+    assert expand_runs([cv]) == [cv / "fold0", cv / "fold1"]
     sub.predict_file([cv], files["clean"], tmp_path / "cv.csv", log=None)
     assert (tmp_path / "cv.csv").read_bytes() == files["clean_out"].read_bytes()
     with pytest.raises(FileNotFoundError, match="no trained classifier"):
-        sub.expand_runs([tmp_path])
+        expand_runs([tmp_path])
 
 
 def test_flags_no_tta_batch_size_max_len(files, tiny_run, tmp_path):
@@ -238,25 +245,32 @@ def test_labels_give_log_loss_and_accuracy(tiny_run, tmp_path, capsys):
     assert m["rows"] == 20 and 0 < m["log_loss"] < 5 and 0 <= m["accuracy"] <= 1
 
 
-def test_sides_path_matches_the_models_forward(files, tiny_run):
-    """Batching each siamese side by its own length gives the logits of PrefModel.forward."""
-    from src.pref.infer import encode_pairs, predict_logits
-    run = sub.load_run(tiny_run)
+def test_the_one_inference_path_matches_the_models_forward(files, tiny_run):
+    """predict_logits (each siamese side batched by its own length, head on pooled vectors)
+    gives the logits of PrefModel.forward on a whole padded batch, and counts the tokens it used."""
+    import torch
+
+    from src.pref.collate import collate
+    from src.pref.encode import encode_pairs
+    run = ens.load_run(tiny_run)
     records = read_pairs(files["clean"]).records
     enc = encode_pairs(records, run.tokenizer, arch="siamese", max_len=64, prompt_budget=16, keep="last")
-    ab0, ba0 = predict_logits(run.model, enc, device="cpu")
-    ab1, ba1, (real, padded) = sub.predict_siamese_sides(run.model, enc, np.arange(len(enc)), device="cpu",
-                                                         max_tokens=512)
-    assert np.allclose(ab0, ab1, atol=1e-5) and np.allclose(ba0, ba1, atol=1e-5)
-    assert real == sum(len(s) for s in enc.ids["a"] + enc.ids["b"]) and padded >= real
-    # two "devices" (rows dealt out by length, one replica each) give the same answer
-    ab2, ba2, _ = sub.predict_encoded(run.model, enc, devices=["cpu", "cpu"], precision="fp32", budget=512)
-    assert np.allclose(ab0, ab2, atol=1e-5) and np.allclose(ba0, ba2, atol=1e-5)
+    batch = collate(enc, list(range(len(enc))), both_orders=True)
+    with torch.inference_mode():
+        ab0, ba0 = (t.numpy() for t in run.model(batch["input_ids"], batch["attention_mask"], batch["style"]))
+    out = pp.predict_logits(run.model, enc, device="cpu", max_tokens=512)
+    assert np.allclose(ab0, out.ab, atol=1e-5) and np.allclose(ba0, out.ba, atol=1e-5)
+    assert out.real_tokens == sum(len(s) for s in enc.ids["a"] + enc.ids["b"]) < out.padded_tokens
+    assert out.padded_tokens < batch["input_ids"].numel()  # own-length batches pad less than pairs padded together
+    # two "devices" (rows dealt out by length, one replica each) give the same answer and count the same tokens
+    two = pp.predict_on_devices(run.model, enc, devices=["cpu", "cpu"], precision="fp32", budget=512)
+    assert np.allclose(ab0, two.ab, atol=1e-5) and np.allclose(ba0, two.ba, atol=1e-5)
+    assert two.real_tokens == out.real_tokens
 
 
 def test_prior_falls_back_to_uniform(tiny_run, tmp_path):
     shutil.copytree(tiny_run / "checkpoint" / "best", tmp_path / "best")
-    prior, source = sub.run_prior(tmp_path / "best")
+    prior, source = ens.run_prior(tmp_path / "best")
     assert np.allclose(prior, 1 / 3) and source.startswith("uniform")
 
 
@@ -265,7 +279,7 @@ def test_all_rows_unparseable_still_writes_every_id(tiny_run, tmp_path):
     data.write_text('id,prompt,response_a,response_b\n1,"[""q""]",oops,"[""b""]"\n2,x,y,z\n')
     sub.predict_file([tiny_run], data, tmp_path / "s.csv", log=None)
     ids, probs = read_sub(tmp_path / "s.csv")
-    assert ids == ["1", "2"] and np.allclose(probs, sub.run_prior(tiny_run)[0])
+    assert ids == ["1", "2"] and np.allclose(probs, ens.run_prior(tiny_run)[0])
 
 
 def test_cli_errors(files, tiny_run, tmp_path, capsys):
@@ -302,9 +316,77 @@ def test_written_submissions_always_pass_check(tmp_path_factory, ids, seed, shar
         for i in ids:
             w.writerow([i, '["q"]', '["a"]', '["b"]'])
     p = np.random.default_rng(seed).dirichlet(np.full(3, 1 / sharp), size=len(ids))
-    p = sub._normalise(np.clip(p, 0, None) + 1e-300)
+    p = ens.normalise(np.clip(p, 0, None) + 1e-300)
     (d / "s.csv").write_text(sub.format_submission(ids, p), encoding="utf-8")
     assert sub.check_submission(d / "s.csv", data) == []
     got_ids, got = read_sub(d / "s.csv")
-    assert got_ids == ids and np.allclose(got, p, atol=1e-9)
+    assert got_ids == ids and np.allclose(got, floor_probs(p), atol=1e-9)  # what is written: p with the floor
+    assert (got >= PROB_FLOOR * (1 - 1e-9)).all()
     assert all(math.isclose(s, 1.0, abs_tol=1e-9) for s in got.sum(1))
+
+
+# --- a row swallowed by an unclosed quote (issue 13, item 1) -------------------------------
+
+def _drop_closing_quote(clean: Path, out: Path, data_line: int) -> Path:
+    lines = clean.read_text().splitlines(keepends=True)
+    lines[data_line] = lines[data_line].rstrip("\r\n")[:-1] + "\n"  # the last cell's closing quote
+    out.write_text("".join(lines))
+    return out
+
+
+def test_a_swallowed_row_is_written_and_check_refuses_the_damaged_file(tiny_run, tmp_path, capsys):
+    clean = write_test_csv(tmp_path / "test.csv", rows=12)
+    damaged = _drop_closing_quote(clean, tmp_path / "damaged.csv", 6)
+    all_ids = [r["id"] for r in csv.DictReader(open(clean, newline=""))]
+    assert read_pairs(damaged).rows == 11  # the parse loses row 7 into row 6's cell
+    out = tmp_path / "sub.csv"
+    assert predict_main(["--run", str(tiny_run), "--data", str(damaged), "--out", str(out), "--no-progress"]) == 0
+    ids, probs = read_sub(out)
+    assert ids == all_ids  # every id the scan finds, in file order
+    report = json.loads((tmp_path / "sub_report.json").read_text())
+    lost = [q for q in report["prior_rows_list"] if q["reason"] == "swallowed_row"]
+    assert [q["id"] for q in lost] == [all_ids[6]] and report["rows_swallowed"] == 1
+    assert np.allclose(probs[6], ens.run_prior(tiny_run)[0], atol=1e-5)
+    assert sub.check_submission(out, clean) == []  # the submission itself is complete
+    # --check against the damaged file refuses to pass, naming the lost row
+    capsys.readouterr()
+    assert predict_main(["--check", str(out), "--data", str(damaged)]) == 1
+    printed = capsys.readouterr().out
+    assert f"line 8 (id {all_ids[6]})" in printed and "damaged" in printed and "ok" not in printed
+    # and a submission without the swallowed id is caught as missing, not only as damage
+    short = _mutate(out, tmp_path / "short.csv", lambda L: [l for l in L if not l.startswith(all_ids[6] + ",")])
+    assert any(p == f"id {all_ids[6]} from {damaged} is missing" for p in sub.check_submission(short, damaged))
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_every_scanned_id_is_expected_whatever_the_damage(tmp_path_factory, data):
+    """Random damage (dropped quotes, truncation, NUL bytes, stray newlines, a BOM mid-file):
+    the ids predict writes (expected_ids) include every id the quote-tolerant scan finds."""
+    d = tmp_path_factory.mktemp("damage")
+    clean = write_test_csv(d / "t.csv", rows=10, seed=data.draw(st.integers(0, 1000)))
+    raw = bytearray(clean.read_bytes())
+    for _ in range(data.draw(st.integers(1, 4))):
+        kind = data.draw(st.sampled_from(["quote", "truncate", "nul", "newline", "bom"]))
+        at = data.draw(st.integers(0, max(len(raw) - 1, 0)))
+        if kind == "quote":
+            quotes = [i for i, b in enumerate(raw) if b == ord('"')]
+            if quotes:
+                del raw[quotes[at % len(quotes)]]
+        elif kind == "truncate":
+            del raw[max(at, len(raw) // 2):]
+        elif kind == "nul":
+            raw[at:at] = b"\x00"
+        elif kind == "newline":
+            raw[at:at] = b"\n"
+        else:
+            raw[at:at] = "\ufeff".encode()
+    bad = d / "bad.csv"
+    bad.write_bytes(bytes(raw))
+    try:
+        result = read_pairs(bad)
+    except ValueError:  # e.g. the header itself destroyed: refused as a whole, with a message
+        return
+    scanned = sub.scan_ids(bad)
+    expected = sub.expected_ids(result, scanned)
+    assert {s.id for s in scanned} <= set(expected) and len(expected) == len(set(expected))

@@ -9,10 +9,11 @@ from hypothesis import strategies as st
 
 from src.data.records import PairRecord, swap, swap_probs
 from src.pref.features import N_FEATURES, pair_features
-from src.pref.infer import average_probs, encode_pairs, predict_logits
+from src.pref.calibration import average_probs
+from src.pref.encode import Budget, encode_pairs, encode_sequences
 from src.pref.model import PrefModel
+from src.pref.predict import predict_logits
 from src.pref.registry import load_encoder
-from src.pref.render import Budget, tokenize_records
 from tests.pref_helpers import make_tiny_encoder
 
 
@@ -43,12 +44,13 @@ def test_swap_averaged_probabilities_are_exactly_symmetric(tiny, arch):
     recs = _records(24)
     kw = dict(arch=arch, max_len=64, prompt_budget=16)
     enc, enc_sw = encode_pairs(recs, tok, **kw), encode_pairs([swap(r) for r in recs], tok, **kw)
-    p = average_probs(*predict_logits(model, enc, device="cpu"))
-    p_sw = average_probs(*predict_logits(model, enc_sw, device="cpu"))
+    logits = lambda e, **kw: (lambda o: (o.ab, o.ba))(predict_logits(model, e, device="cpu", **kw))  # noqa: E731
+    p = average_probs(*logits(enc))
+    p_sw = average_probs(*logits(enc_sw))
     np.testing.assert_allclose(p, swap_probs(p_sw), atol=1e-6)
     # and the raw single-order head is NOT symmetric, so the averaging is what does it
-    raw = average_probs(predict_logits(model, enc, device="cpu", both_orders=False)[0], None)
-    raw_sw = average_probs(predict_logits(model, enc_sw, device="cpu", both_orders=False)[0], None)
+    raw = average_probs(logits(enc, both_orders=False)[0], None)
+    raw_sw = average_probs(logits(enc_sw, both_orders=False)[0], None)
     assert np.abs(raw - swap_probs(raw_sw)).max() > 1e-4
 
 
@@ -63,7 +65,7 @@ def test_head_input_is_a_b_difference_product_and_style(tiny):
     model.head[1].register_forward_hook(grab)
     recs = _records(3)
     enc = encode_pairs(recs, tok, arch="siamese", max_len=48, prompt_budget=8)
-    from src.pref.infer import collate
+    from src.pref.collate import collate
     batch = collate(enc, [0, 1, 2], both_orders=False)
     with torch.no_grad():
         model(batch["input_ids"], batch["attention_mask"], batch["style"], both_orders=False)
@@ -101,7 +103,7 @@ def test_rendered_sides_respect_the_budget(tiny, prompt, resp, max_len, keep):
     _, tok = tiny
     rec = PairRecord("x", prompt, resp, resp[::-1])
     for arch in ("siamese", "cross"):
-        out = tokenize_records([rec], tok, Budget(max_len, 8, keep), arch, swapped_too=True)
+        out = encode_sequences([rec], tok, Budget(max_len, 8, keep), arch, swapped_too=True)
         for seqs in out.values():
             assert len(seqs[0]) <= max_len
             assert seqs[0][0] == tok.cls_token_id and seqs[0][-1] == tok.sep_token_id
@@ -112,7 +114,7 @@ def test_keep_last_keeps_the_final_turn_and_drops_early_history(tiny):
     prompt = [f"question number {w}" for w in ("alpha", "beta", "gamma", "delta")]
     resp = [("answer " + w + " ") * 10 for w in ("alpha", "beta", "gamma", "delta")]
     rec = PairRecord("x", prompt, resp, resp)
-    last = tok.decode(tokenize_records([rec], tok, Budget(48, 8, "last"))["a"][0])
-    first = tok.decode(tokenize_records([rec], tok, Budget(48, 8, "first"))["a"][0])
+    last = tok.decode(encode_sequences([rec], tok, Budget(48, 8, "last"))["a"][0])
+    first = tok.decode(encode_sequences([rec], tok, Budget(48, 8, "first"))["a"][0])
     assert "delta" in last and "alpha" not in last
     assert "alpha" in first and "delta" not in first

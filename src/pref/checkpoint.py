@@ -1,36 +1,135 @@
-"""Load a trained classifier from a run dir or checkpoint folder, offline."""
+"""The classifier's run dir and checkpoint layout: the one place that knows it.
+
+    RUN_DIR/
+      config.yaml            the run's PrefConfig (python -m src.train_pref --config it to rerun)
+      data_report.json       what the reader made of the data file (rows, quarantine, label counts)
+      prior.json             class prior of the TRAINING rows (add-one smoothed) for rows predict cannot parse
+      metrics.jsonl          one line per log/eval step;  metrics.json  final metrics
+      val_predictions.csv    the validation rows, predicted by checkpoint/best
+      plots/                 loss curves, reliability, confusion matrix
+      checkpoint/best/       what prediction needs (CHECKPOINT_FILES + CHECKPOINT_DIRS)
+      checkpoint/last/       what --resume needs (written by the engine)
+      fold<k>/               with --folds K --fold -1: one run dir per fold
+
+An export's models/m<k>/ is a bare best/ folder with prior.json and
+metrics.json copied in (EXPORT_EXTRA_FILES). Train writes this layout, predict
+and export read it, the Kaggle notebook reads the export: all through `locate`.
+"""
 from __future__ import annotations
 
 import json
+import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
-from ..config import from_dict, load_yaml
-from ..engine.checkpoint import load_weights
+import numpy as np
+
+from ..config import atomic_write_text, from_dict, load_yaml, save_yaml
+from ..engine.checkpoint import load_weights, save_weights
 from .config import PrefConfig
 from .model import PrefModel
 
+CHECKPOINT_FILES = ("model.safetensors", "config.yaml", "calibration.json")
+CHECKPOINT_DIRS = ("encoder", "tokenizer")
+EXPORT_EXTRA_FILES = ("prior.json", "metrics.json")
+PRIOR, METRICS, DATA_REPORT = "prior.json", "metrics.json", "data_report.json"
+BEST = Path("checkpoint") / "best"
 
-def best_folder(path: str | Path) -> Path:
-    """Accept a run dir, its checkpoint/ folder, or checkpoint/best itself."""
+
+def _is_best(folder: Path) -> bool:
+    return (folder / "model.safetensors").exists() and (folder / "config.yaml").exists()
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Where a trained classifier's files are. `root` is its run dir, None for a
+    bare checkpoint folder (an export's models/m<k>)."""
+    best: Path
+    root: Path | None
+
+    def find(self, name: str) -> Path | None:
+        """A run file (prior.json, metrics.json, data_report.json): the checkpoint folder's own copy first."""
+        for d in (self.best, self.root):
+            if d is not None and (d / name).exists():
+                return d / name
+        return None
+
+
+def locate(path: str | os.PathLike) -> RunLayout:
+    """A run dir, its checkpoint/ folder, or checkpoint/best (or an exported model folder)."""
     p = Path(path)
-    for cand in (p / "checkpoint" / "best", p / "best", p):
-        if (cand / "model.safetensors").exists() and (cand / "config.yaml").exists():
-            return cand
+    if _is_best(p / BEST):
+        return RunLayout(p / BEST, p)
+    if _is_best(p / "best"):
+        return RunLayout(p / "best", p.parent if p.name == "checkpoint" else None)
+    if _is_best(p):
+        inside_run = p.name == "best" and p.parent.name == "checkpoint"
+        return RunLayout(p, p.parent.parent if inside_run else None)
     raise FileNotFoundError(f"{path}: no trained classifier here (expected checkpoint/best/model.safetensors)")
 
 
+def best_folder(path: str | os.PathLike) -> Path:
+    return locate(path).best
+
+
+def expand_runs(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """Run dirs, checkpoint folders, or a K-fold run dir (its fold*/ runs, in order)."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        try:
+            locate(p)
+            out.append(p)
+            continue
+        except FileNotFoundError:
+            pass
+        folds = sorted((d for d in p.glob("fold*") if d.is_dir()), key=lambda d: (len(d.name), d.name))
+        folds = [d for d in folds if _is_best(d / BEST)]
+        if not folds:
+            raise FileNotFoundError(f"{p}: no trained classifier here (expected checkpoint/best/model.safetensors "
+                                    "or fold*/checkpoint/best/)")
+        out += folds
+    return out
+
+
+# --- writing ---------------------------------------------------------------------
+
+def save_classifier(folder: Path, model: PrefModel, tokenizer, cfg: PrefConfig, temperature: float) -> None:
+    """What prediction needs (CHECKPOINT_FILES + CHECKPOINT_DIRS), and nothing it would have to download."""
+    save_weights(model, folder / "model.safetensors")
+    model.encoder.config.save_pretrained(folder / "encoder")
+    tokenizer.save_pretrained(folder / "tokenizer")
+    save_yaml(cfg, folder / "config.yaml")
+    atomic_write_text(folder / "calibration.json", json.dumps({"temperature": float(temperature)}) + "\n")
+
+
+def write_prior(run_dir: Path, labels: np.ndarray) -> np.ndarray:
+    """prior.json: add-one smoothed class frequencies of the rows the run trained on."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=3)[:3].astype(float)
+    prior = (counts + 1.0) / (counts.sum() + 3.0)
+    atomic_write_text(run_dir / PRIOR, json.dumps({"prior": prior.tolist(), "counts": counts.astype(int).tolist(),
+                                                   "source": f"training rows ({int(counts.sum())})"}, indent=2) + "\n")
+    return prior
+
+
+# --- reading ---------------------------------------------------------------------
+
 def build_pref_model(encoder, cfg: PrefConfig) -> PrefModel:
     return PrefModel(encoder, arch=cfg.arch, pooling=cfg.pooling, head_hidden=cfg.head_hidden,
-                     dropout=cfg.head_dropout, style=cfg.style_features,
-                     chunks=cfg.length_chunks)
+                     dropout=cfg.head_dropout, style=cfg.style_features, chunks=cfg.length_chunks)
 
 
-def load_pref_checkpoint(path: str | Path):
+def load_config(path: str | os.PathLike) -> PrefConfig:
+    folder = best_folder(path)
+    return from_dict(PrefConfig, load_yaml(folder / "config.yaml"), source=str(folder / "config.yaml"))
+
+
+def load_pref_checkpoint(path: str | os.PathLike):
     """(model in eval mode, tokenizer, config, temperature). Nothing is downloaded:
     the encoder is rebuilt from its saved config and filled from safetensors."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
     folder = best_folder(path)
-    cfg = from_dict(PrefConfig, load_yaml(folder / "config.yaml"), source=str(folder / "config.yaml"))
+    cfg = load_config(folder)
     enc_cfg = AutoConfig.from_pretrained(folder / "encoder")
     model = build_pref_model(AutoModel.from_config(enc_cfg), cfg)
     load_weights(model, folder / "model.safetensors")

@@ -29,16 +29,15 @@ from typing import Sequence
 
 from ..config import atomic_write_text
 from ..engine.checkpoint import atomic_dir
-from .checkpoint import best_folder
-from .submission import expand_runs, run_prior
+from .checkpoint import CHECKPOINT_DIRS, CHECKPOINT_FILES, METRICS, PRIOR, expand_runs, load_config, locate
+from .ensemble import run_prior
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = "prefpipe_export.json"
 SRC_DIR = "prefpipe_src"
 ENTRY_MODULES = ("src.predict", "src.pref.submission")  # what the notebook and the CLI import
 BLOCKED = ("accelerate", "optuna", "peft", "trl", "matplotlib", "pandas", "sklearn")
-CHECKPOINT_FILES = ("model.safetensors", "config.yaml", "calibration.json")
-CHECKPOINT_DIRS = ("encoder", "tokenizer")
+PATH_FIELDS = ("data", "out")  # config.yaml fields that hold local paths: exported as bare names
 USER_PLACEHOLDER = "INSERT_KAGGLE_USERNAME_HERE"
 
 
@@ -83,23 +82,51 @@ def _git_commit(root: Path) -> str | None:
         return None
 
 
+def _relative_name(path: Path, base: Path | None) -> str:
+    """`path` relative to `base` when inside it, else its last part: never an absolute local path."""
+    if base is not None:
+        try:
+            return path.resolve().relative_to(base.resolve()).as_posix() or "."
+        except ValueError:
+            pass
+    return path.name
+
+
+def portable_config(text: str) -> str:
+    """A checkpoint's config.yaml with local paths (data, out) cut to their file names."""
+    import yaml
+    cfg = load_yaml_text(text)
+    for key in PATH_FIELDS:
+        if cfg.get(key):
+            cfg[key] = Path(str(cfg[key])).name
+    return yaml.safe_dump(cfg, sort_keys=False)
+
+
+def load_yaml_text(text: str) -> dict:
+    import yaml
+    data = yaml.safe_load(text) or {}
+    return data if isinstance(data, dict) else {}
+
+
 def copy_model(run: Path, dest: Path) -> dict:
-    folder = best_folder(run)
+    """One run's checkpoint (the layout's file list), its prior and metrics; relative names only."""
+    layout = locate(run)
+    folder = layout.best
     dest.mkdir(parents=True)
     for name in CHECKPOINT_FILES:
         if (folder / name).exists():
             shutil.copy2(folder / name, dest / name)
+    atomic_write_text(dest / "config.yaml", portable_config((folder / "config.yaml").read_text(encoding="utf-8")))
     for name in CHECKPOINT_DIRS:
         shutil.copytree(folder / name, dest / name)
     prior, source = run_prior(run)
-    atomic_write_text(dest / "prior.json", json.dumps({"prior": prior.tolist(), "source": source}, indent=2) + "\n")
-    info = {"source_run": str(run.resolve()), "checkpoint": str(folder.resolve())}
-    for d in [folder, *list(folder.parents)[:2]]:  # best/ -> checkpoint/ -> run dir
-        if (d / "metrics.json").exists():
-            shutil.copy2(d / "metrics.json", dest / "metrics.json")
-            metrics = json.loads((d / "metrics.json").read_text())
-            info["val_log_loss"] = metrics.get("val_log_loss")
-            break
+    atomic_write_text(dest / PRIOR, json.dumps({"prior": prior.tolist(), "source": source}, indent=2) + "\n")
+    root = layout.root or folder
+    info = {"source_run": root.name, "checkpoint": _relative_name(folder, layout.root)}
+    metrics_file = layout.find(METRICS)
+    if metrics_file is not None:
+        shutil.copy2(metrics_file, dest / METRICS)
+        info["val_log_loss"] = json.loads(metrics_file.read_text()).get("val_log_loss")
     return info
 
 
@@ -175,9 +202,7 @@ def export_runs(runs: Sequence[str | os.PathLike], out: str | os.PathLike, *, we
         raise ValueError(f"{len(weights)} weights for {len(run_dirs)} runs")
     if out.exists() and any(out.iterdir()) and not force:
         raise FileExistsError(f"{out} exists and is not empty (use --force to replace it)")
-    from ..config import from_dict, load_yaml
-    from .config import PrefConfig
-    first_cfg = from_dict(PrefConfig, load_yaml(best_folder(run_dirs[0]) / "config.yaml"))
+    first_cfg = load_config(run_dirs[0])
     title = title or default_title(run_dirs, first_cfg.model)
     if not 6 <= len(title) <= 50:
         raise ValueError(f"Kaggle dataset titles have 6 to 50 characters, got {len(title)}: {title!r}")
@@ -196,7 +221,7 @@ def export_runs(runs: Sequence[str | os.PathLike], out: str | os.PathLike, *, we
         atomic_write_text(tmp / "dataset-metadata.json", json.dumps(meta, indent=2) + "\n")
         atomic_write_text(tmp / "README.md", EXPORT_README.format(
             title=title, created=created, weights=[m["weight"] for m in models],
-            models=", ".join(m["path"] for m in models), folder=out, src=SRC_DIR))
+            models=", ".join(m["path"] for m in models), folder=out.name, src=SRC_DIR))
         if verify:
             checked = verify_export(tmp)
             log(f"[export] checked: the copied code imports without {', '.join(BLOCKED)} and "

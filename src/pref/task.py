@@ -8,12 +8,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import save_yaml
 from ..data.records import SWAP_LABEL
-from ..engine.checkpoint import save_weights
+from .calibration import average_probs, fit_temperature, log_loss
+from .checkpoint import save_classifier
+from .collate import collate
 from .config import PrefConfig
+from .encode import PairEncoding
 from .model import padded_tokens
-from .infer import PairEncoding, average_probs, collate, fit_temperature, log_loss, predict_logits
+from .predict import predict_logits
 
 SWAP_LABEL_T = torch.tensor(SWAP_LABEL)
 
@@ -55,8 +57,9 @@ class PrefTask:
         from accelerate.utils import gather_object
         rank, world = accelerator.process_index, accelerator.num_processes
         rows = list(range(rank, len(enc), world))
-        ab, ba = predict_logits(model, enc, device=accelerator.device, max_tokens=self.cfg.eval_max_tokens,
-                                both_orders=self.cfg.swap_aug, indices=rows)
+        out = predict_logits(model, enc, device=accelerator.device, max_tokens=self.cfg.eval_max_tokens,
+                             both_orders=self.cfg.swap_aug, rows=rows)
+        ab, ba = out.ab, out.ba
         if world == 1:
             return ab, ba
         parts = gather_object([(rows, ab, ba)])
@@ -79,9 +82,5 @@ class PrefTask:
                 "val_accuracy": float((cal.argmax(1) == y).mean()), "temperature": t}
 
     def save_best(self, model, folder: Path) -> None:
-        """What prediction needs, and nothing it would have to download."""
-        save_weights(model, folder / "model.safetensors")
-        model.encoder.config.save_pretrained(folder / "encoder")
-        self.tokenizer.save_pretrained(folder / "tokenizer")
-        save_yaml(self.cfg, folder / "config.yaml")
-        (folder / "calibration.json").write_text(json.dumps({"temperature": self.temperature}) + "\n")
+        """What prediction needs (the layout's owner, pref/checkpoint.py, writes it)."""
+        save_classifier(folder, model, self.tokenizer, self.cfg, self.temperature)

@@ -1,15 +1,20 @@
 """One classifier run: data -> split -> encoder + head -> engine -> run dir.
 
-`run(cfg)` is what the CLI and the sweep call. It writes, in the run dir:
-config.yaml, data_report.json, metrics.jsonl, metrics.json, checkpoint/
-(best/ for prediction, last/ for --resume), val_predictions.csv, plots/.
-With `folds=K, fold=-1` it trains every fold in fold<i>/ and writes
+`run(cfg)` is what the CLI and the sweep call. It writes the run dir laid
+out in `pref/checkpoint.py` (config.yaml, data_report.json, prior.json,
+metrics.jsonl, metrics.json, checkpoint/best|last, val_predictions.csv,
+plots/). With `folds=K, fold=-1` it trains every fold in fold<i>/ and writes
 out-of-fold predictions and the CV log loss at the top.
+
+Checks that need no data or weights (precision for the model, --max-len
+against the encoder's positions) run first, before anything is written.
+metrics.json and the run summary give the process's peak resident memory.
 """
 from __future__ import annotations
 
 import json
-import math
+import resource
+import sys
 import time
 from pathlib import Path
 
@@ -21,13 +26,16 @@ from ..config import atomic_write_text, save_yaml
 from ..data.arena import read_pairs, write_report
 from ..data.records import LABEL_NAMES, PairRecord
 from ..data.split import fold_ids, train_val_split
+from ..device import DeviceChoice, check_precision
 from ..engine import plots
 from ..engine.batching import pad_fraction
 from ..engine.loop import epoch_plan, make_accelerator, train
-from ..pref.checkpoint import build_pref_model, load_pref_checkpoint
+from ..errors import UsageError
+from .calibration import average_probs, floor_probs, log_loss
+from .checkpoint import build_pref_model, load_pref_checkpoint, write_prior
 from .config import PrefConfig
-from .infer import average_probs, encode_pairs, log_loss
-from .registry import is_deberta, load_encoder
+from .encode import encode_pairs
+from .registry import check_max_len, encoder_config, load_encoder, resolve_model
 from .task import PrefTask
 
 
@@ -42,7 +50,7 @@ def load_records(cfg: PrefConfig, run_dir: Path) -> list[PairRecord]:
     write_report(result, run_dir / "data_report.json")
     records = [r for r in result.records if r.label is not None]
     if len(records) < len(result.records):
-        raise SystemExit(f"{path}: {len(result.records) - len(records)} rows have no label: "
+        raise UsageError(f"{path}: {len(result.records) - len(records)} rows have no label: "
                          "training needs winner_model_a/winner_model_b/winner_tie")
     if result.quarantine:
         print(f"[data] {path}: {len(result.quarantine)} of {result.rows} rows quarantined "
@@ -50,7 +58,7 @@ def load_records(cfg: PrefConfig, run_dir: Path) -> list[PairRecord]:
     if cfg.max_rows:
         records = records[:cfg.max_rows]
     if len(records) < 10:
-        raise SystemExit(f"{path}: only {len(records)} usable labelled rows; need at least 10")
+        raise UsageError(f"{path}: only {len(records)} usable labelled rows; need at least 10")
     return records
 
 
@@ -64,8 +72,22 @@ def build(cfg: PrefConfig):
     return model, tokenizer
 
 
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (MiB; Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+def check_before_work(cfg: PrefConfig) -> None:
+    """What can be refused from the config and the encoder's config alone (no data, no weights)."""
+    check_precision(DeviceChoice.resolve(cfg.device, cfg.precision).precision, resolve_model(cfg.model))
+    check_max_len(encoder_config(cfg.model, trust_remote_code=cfg.trust_remote_code), cfg.max_len,
+                  what=f"--model {cfg.model}")
+
+
 def _write_predictions(path: Path, records: list[PairRecord], probs: np.ndarray) -> None:
-    df = pd.DataFrame(probs, columns=list(LABEL_NAMES))
+    """Written predictions carry the probability floor (NaN rows, e.g. unfilled OOF, stay NaN)."""
+    df = pd.DataFrame(floor_probs(probs), columns=list(LABEL_NAMES))
     df.insert(0, "id", [r.id for r in records])
     df["label"] = [r.label for r in records]
     atomic_write_text(path, df.to_csv(index=False))
@@ -77,13 +99,14 @@ def train_split(cfg: PrefConfig, records: list[PairRecord], train_idx: list[int]
     run_dir.mkdir(parents=True, exist_ok=True)
     save_yaml(cfg, run_dir / "config.yaml", header=f"# python -m src.train_pref --config {run_dir / 'config.yaml'}")
     accelerator, choice = make_accelerator(cfg)
-    if choice.precision == "fp16" and is_deberta(cfg.model):
-        raise SystemExit("DeBERTa-v3 overflows in fp16: use --precision bf16 or --precision fp32")
+    check_precision(choice.precision, resolve_model(cfg.model))
     model, tokenizer = build(cfg)
     enc_kw = dict(arch=cfg.arch, max_len=cfg.max_len, prompt_budget=cfg.prompt_budget, keep=cfg.keep)
     train_enc = encode_pairs([records[i] for i in train_idx], tokenizer, both_orders=cfg.swap_aug, **enc_kw)
     val_enc = encode_pairs([records[i] for i in val_idx], tokenizer, both_orders=cfg.swap_aug, **enc_kw)
     model.set_style_stats(torch.from_numpy(train_enc.style))
+    if accelerator.is_main_process:
+        write_prior(run_dir, train_enc.labels)
     task = PrefTask(cfg, train_enc, val_enc, tokenizer, accelerator.device.type)
     accelerator.print(f"[run] {run_dir}: {len(train_idx)} train / {len(val_idx)} val pairs, "
                       f"{choice.device} {choice.precision}, {accelerator.num_processes} process(es), {cfg.model} {cfg.arch}")
@@ -96,7 +119,7 @@ def train_split(cfg: PrefConfig, records: list[PairRecord], train_idx: list[int]
     best.to(accelerator.device)
     ab, ba = task.predict(best, accelerator, val_enc)
     y = val_enc.labels
-    probs, raw = average_probs(ab, ba, temperature), average_probs(ab, ba)
+    probs, raw = floor_probs(average_probs(ab, ba, temperature)), floor_probs(average_probs(ab, ba))
     plan = epoch_plan(cfg, task.lengths(), 0)
     metrics = {
         "val_log_loss": log_loss(probs, y), "val_log_loss_uncalibrated": log_loss(raw, y),
@@ -108,6 +131,7 @@ def train_split(cfg: PrefConfig, records: list[PairRecord], train_idx: list[int]
         "planned_pad_fraction": pad_fraction(task.lengths(), plan),
         "n_train": len(train_idx), "n_val": len(val_idx),
         "val_log_loss_class_prior": _prior_log_loss(train_enc.labels, y),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
     }
     bayes = _bayes_log_loss([records[i] for i in val_idx])
     if bayes is not None:
@@ -124,7 +148,8 @@ def train_split(cfg: PrefConfig, records: list[PairRecord], train_idx: list[int]
     accelerator.print(f"[done] val_log_loss {metrics['val_log_loss']:.4f} (uncalibrated "
                       f"{metrics['val_log_loss_uncalibrated']:.4f}, prior {metrics['val_log_loss_class_prior']:.4f}"
                       + (f", best possible {bayes:.4f}" if bayes is not None else "") + "), "
-                      f"accuracy {metrics['val_accuracy']:.3f}, {metrics['train_pairs_per_s']:.1f} pairs/s -> {run_dir}")
+                      f"accuracy {metrics['val_accuracy']:.3f}, {metrics['train_pairs_per_s']:.1f} pairs/s, "
+                      f"peak memory {metrics['peak_rss_mb'] / 1024:.2f} GiB -> {run_dir}")
     return metrics
 
 
@@ -143,6 +168,7 @@ def _bayes_log_loss(records: list[PairRecord]) -> float | None:
 
 
 def run(cfg: PrefConfig, *, resume: bool = False, trial_hook=None) -> dict:
+    check_before_work(cfg)
     run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
     if not cfg.out:
         cfg.out = str(run_dir)
@@ -189,6 +215,3 @@ def run_all_folds(cfg: PrefConfig, records: list[PairRecord], run_dir: Path, *, 
           f"(folds: {', '.join(f'{v:.4f}' for v in metrics['fold_val_log_loss'])})")
     return metrics
 
-
-def steps_per_epoch(n_train: int, cfg: PrefConfig) -> int:
-    return math.ceil(math.ceil(n_train / cfg.batch_size) / cfg.grad_accum)

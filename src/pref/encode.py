@@ -1,4 +1,12 @@
-"""Turn pair records into token ids: per side (siamese) or one sequence (cross).
+"""Pair records -> token ids: the one place the classifier's input is built,
+for training, validation and prediction alike.
+
+    enc = encode_pairs(records, tokenizer, arch="siamese", max_len=256, prompt_budget=64)
+    enc.ids["a"][i], enc.ids["b"][i]     # siamese: one sequence per side
+    enc.ids["ab"][i], enc.ids["ba"][i]   # cross: prompt + A + B, and the B-first order
+
+Layout per side (siamese): [CLS] prompt: p1 response: r1 ... [SEP]; cross:
+[CLS] prompt [SEP] answer a: A [SEP] answer b: B [SEP].
 
 Every turn is tokenised once, without special tokens, in one batched call to
 the fast tokenizer; sides are then assembled from those pieces under a token
@@ -15,7 +23,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..data.records import PairRecord
+from .features import features_matrix
 
 PROMPT_MARK, RESPONSE_MARK = "prompt:", "response:"  # plain words: every vocab has them
 
@@ -48,7 +59,7 @@ class TurnTokenizer:
         return self.tok(clipped, add_special_tokens=False)["input_ids"] if clipped else []
 
 
-def _fit_side(prompt: list[list[int]], resp: list[list[int]], tt: TurnTokenizer, b: Budget) -> list[int]:
+def side_sequence(prompt: list[list[int]], resp: list[list[int]], tt: TurnTokenizer, b: Budget) -> list[int]:
     """[CLS] prompt: p1 response: r1 ... [SEP], within b.max_len, by the keep policy."""
     room = b.max_len - len(tt.cls) - len(tt.sep)
     n = max(len(prompt), len(resp))
@@ -72,12 +83,13 @@ def _fit_side(prompt: list[list[int]], resp: list[list[int]], tt: TurnTokenizer,
     return tt.cls + [t for piece in pieces for t in piece] + tt.sep
 
 
-def _cross(prompt: list[list[int]], a: list[list[int]], b_: list[list[int]], tt: TurnTokenizer, b: Budget) -> list[int]:
+def cross_sequence(prompt: list[list[int]], resp_a: list[list[int]], resp_b: list[list[int]], tt: TurnTokenizer,
+                   b: Budget) -> list[int]:
     """[CLS] prompt [SEP] answer a: A [SEP] answer b: B [SEP]; each segment keeps its
     last tokens (last turns) within its budget; A and B share what the prompt leaves."""
     flat = lambda turns: [t for turn in turns for t in turn]  # noqa: E731
     fixed = len(tt.cls) + 3 * len(tt.sep) + len(tt.a_mark) + len(tt.b_mark)
-    ra, rb = flat(a), flat(b_)
+    ra, rb = flat(resp_a), flat(resp_b)
 
     def cut(x: list[int], k: int) -> list[int]:
         if k <= 0:
@@ -95,7 +107,7 @@ def _cross(prompt: list[list[int]], a: list[list[int]], b_: list[list[int]], tt:
     return tt.cls + p + tt.sep + tt.a_mark + ra_c + tt.sep + tt.b_mark + rb_c + tt.sep
 
 
-def tokenize_records(records: list[PairRecord], tokenizer, budget: Budget, arch: str = "siamese",
+def encode_sequences(records: list[PairRecord], tokenizer, budget: Budget, arch: str = "siamese",
                      *, swapped_too: bool = False) -> dict[str, list[list[int]]]:
     """ids per record. siamese: {"a": [...], "b": [...]}; cross: {"ab": [...]} and,
     with swapped_too, {"ba": [...]} (the B-first order, for swap augmentation/TTA)."""
@@ -112,14 +124,42 @@ def tokenize_records(records: list[PairRecord], tokenizer, budget: Budget, arch:
     for start, np_, na, nb in spans:
         p = ids[start:start + np_]
         a = ids[start + np_:start + np_ + na]
-        bb = ids[start + np_ + na:start + np_ + na + nb]
+        b = ids[start + np_ + na:start + np_ + na + nb]
         if arch == "siamese":
-            out["a"].append(_fit_side(p, a, tt, budget))
-            out["b"].append(_fit_side(p, bb, tt, budget))
+            out["a"].append(side_sequence(p, a, tt, budget))
+            out["b"].append(side_sequence(p, b, tt, budget))
         else:
-            out["ab"].append(_cross(p, a, bb, tt, budget))
+            out["ab"].append(cross_sequence(p, a, b, tt, budget))
             if swapped_too:
-                out["ba"].append(_cross(p, bb, a, tt, budget))
+                out["ba"].append(cross_sequence(p, b, a, tt, budget))
     if arch != "siamese" and not swapped_too:
         del out["ba"]
     return out
+
+
+@dataclass
+class PairEncoding:
+    """Token ids, style features and labels of n pairs, as the model reads them."""
+    arch: str
+    ids: dict[str, list[list[int]]]  # siamese: a, b; cross: ab (+ ba)
+    style: np.ndarray  # (n, 2, F)
+    labels: np.ndarray  # (n,), -1 where unknown
+    pad_id: int
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def lengths(self) -> np.ndarray:
+        """The padded width a row needs (both sides of a siamese pair share a width in training)."""
+        if self.arch == "siamese":
+            return np.array([max(len(a), len(b)) for a, b in zip(self.ids["a"], self.ids["b"])], dtype=np.int64)
+        return np.array([max(len(x) for x in seqs) for seqs in zip(*self.ids.values())], dtype=np.int64)
+
+
+def encode_pairs(records: list[PairRecord], tokenizer, *, arch: str, max_len: int, prompt_budget: int,
+                 keep: str = "last", both_orders: bool = True) -> PairEncoding:
+    """The classifier's input for `records`, built the same way in training and prediction."""
+    ids = encode_sequences(records, tokenizer, Budget(max_len, prompt_budget, keep), arch, swapped_too=both_orders)
+    labels = np.array([-1 if r.label is None else r.label for r in records], dtype=np.int64)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return PairEncoding(arch, ids, features_matrix(records), labels, pad)
