@@ -70,6 +70,7 @@ def test_export_holds_no_local_paths_and_the_training_rows_prior(exported, tiny_
     counts = json.loads((tiny_run / "prior.json").read_text())["counts"]
     assert sum(counts) == metrics["n_train"] < metrics["n_train"] + metrics["n_val"]
     assert np.allclose(prior, (np.array(counts) + 1) / (sum(counts) + 3))
+    assert 100 < metrics["peak_rss_mb"] < 64 * 1024  # (issue 13, item 12) the run's peak memory is recorded
 
 
 def test_verify_export_catches_a_missing_module(exported, tmp_path):

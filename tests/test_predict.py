@@ -338,24 +338,24 @@ def test_a_swallowed_row_is_written_and_check_refuses_the_damaged_file(tiny_run,
     clean = write_test_csv(tmp_path / "test.csv", rows=12)
     damaged = _drop_closing_quote(clean, tmp_path / "damaged.csv", 6)
     all_ids = [r["id"] for r in csv.DictReader(open(clean, newline=""))]
-    assert read_pairs(damaged).rows == 11  # the parse loses row 7 into row 6's cell
+    assert sub.scan_file_ids(damaged).ids == all_ids
     out = tmp_path / "sub.csv"
     assert predict_main(["--run", str(tiny_run), "--data", str(damaged), "--out", str(out), "--no-progress"]) == 0
     ids, probs = read_sub(out)
-    assert ids == all_ids  # every id the scan finds, in file order
+    assert ids == all_ids  # every id the scan finds, in file order (row 7 was lost on the old reader)
     report = json.loads((tmp_path / "sub_report.json").read_text())
-    lost = [q for q in report["prior_rows_list"] if q["reason"] == "swallowed_row"]
-    assert [q["id"] for q in lost] == [all_ids[6]] and report["rows_swallowed"] == 1
-    assert np.allclose(probs[6], ens.run_prior(tiny_run)[0], atol=1e-5)
+    assert report["rows_scanned"] == 12 and report["scan_damaged_rows"] == [6]
+    assert np.allclose(probs[5], ens.run_prior(tiny_run)[0], atol=1e-5)  # the damaged row: the prior
     assert sub.check_submission(out, clean) == []  # the submission itself is complete
-    # --check against the damaged file refuses to pass, naming the lost row
+    # --check against the damaged file refuses to pass, naming the damaged row
     capsys.readouterr()
     assert predict_main(["--check", str(out), "--data", str(damaged)]) == 1
     printed = capsys.readouterr().out
-    assert f"line 8 (id {all_ids[6]})" in printed and "damaged" in printed and "ok" not in printed
-    # and a submission without the swallowed id is caught as missing, not only as damage
-    short = _mutate(out, tmp_path / "short.csv", lambda L: [l for l in L if not l.startswith(all_ids[6] + ",")])
-    assert any(p == f"id {all_ids[6]} from {damaged} is missing" for p in sub.check_submission(short, damaged))
+    assert f"is damaged: row 6 (id {all_ids[5]})" in printed and "quote" in printed and "ok" not in printed
+    # and a submission without an id is caught as missing, not only as damage
+    for gone in (all_ids[5], all_ids[6]):
+        short = _mutate(out, tmp_path / "short.csv", lambda L: [l for l in L if not l.startswith(gone + ",")])
+        assert f"id {gone} from {damaged} is missing" in sub.check_submission(short, damaged)
 
 
 @settings(max_examples=40, deadline=None)
@@ -387,6 +387,7 @@ def test_every_scanned_id_is_expected_whatever_the_damage(tmp_path_factory, data
         result = read_pairs(bad)
     except ValueError:  # e.g. the header itself destroyed: refused as a whole, with a message
         return
-    scanned = sub.scan_ids(bad)
-    expected = sub.expected_ids(result, scanned)
-    assert {s.id for s in scanned} <= set(expected) and len(expected) == len(set(expected))
+    scan = sub.scan_file_ids(bad)
+    expected = sub.expected_ids(result, scan)
+    assert set(scan.ids) <= set(expected) and len(expected) == len(set(expected))
+    assert not sub.lost_ids(result, scan) or sub.damage(result, scan)  # a lost row is always called damage

@@ -6,11 +6,12 @@
 Ids: `read_pairs` gives every data row exactly one slot, in `records` or in
 `quarantine` (with its 1-based row number), so the input order is rebuilt by
 giving the row numbers not quarantined to the records, in order. An
-independent, quote-tolerant scan of the raw file (`scan_ids`) finds the ids of
-rows the CSV parse swallowed (an unclosed quote runs a cell across the next
-rows): they are written too, with the class prior, and `check_submission`
-compares a submission with the scan's ids and refuses to pass while the test
-file itself has damaged rows.
+independent, quote-tolerant scan of the raw file (`data.rows.scan_ids`) finds
+the ids of rows a parse could swallow (an unclosed quote runs a cell across
+the next rows): they are written too, with the class prior, and
+`check_submission` compares a submission with the scan's ids and refuses to
+pass while the test file itself is damaged (a broken quote, or parse and
+scan disagreeing on the ids).
 
 Rows that cannot be parsed, and rows whose logits are not finite even in
 fp32, get the class prior (`ensemble.run_prior`) and the report lists them:
@@ -24,7 +25,6 @@ import io
 import json
 import math
 import os
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +33,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..config import atomic_write_text
-from ..data.arena import ReadResult, read_pairs
+from ..data.arena import ReadResult, is_jsonl_path, read_pairs
 from ..data.records import LABEL_NAMES
+from ..data.rows import IdScan, scan_ids
 from .calibration import floor_probs, log_loss
 from .checkpoint import expand_runs
 from .ensemble import predict_runs
@@ -70,39 +71,15 @@ def input_rows(result: ReadResult) -> list[InputRow]:
     return out
 
 
-# A stand-in for spine-data-gen's data.rows.scan_ids until it lands (then deleted).
-_CSV_ROW_START = re.compile(r'^\ufeff?\s*"?([^",\r\n]+?)"?\s*,\s*"?\[')
-_JSON_ID = re.compile(r'"id"\s*:\s*(?:"((?:[^"\\]|\\.)*)"|(-?[0-9][^,}\s]*))')
+def scan_file_ids(data: str | os.PathLike) -> IdScan:
+    """The independent, quote-tolerant scan of a CSV's ids (`data.rows.scan_ids`); JSON
+    lines cannot swallow a row through a quote, so a JSONL file has nothing to scan."""
+    if is_jsonl_path(Path(data)) or Path(data).suffix.lower() == ".json":
+        return IdScan()
+    return scan_ids(data)
 
 
-@dataclass
-class ScannedId:
-    line: int  # 1-based physical line of the file
-    id: str
-
-
-def scan_ids(path: str | os.PathLike) -> list[ScannedId]:
-    """The ids of a test file read line by line without a CSV parser: a line that
-    starts like a row (`<id>,"[...` in the arena schema; a JSONL object's "id")
-    is a row, whatever the quotes before it left open."""
-    p = Path(path)
-    out: list[ScannedId] = []
-    jsonl = p.suffix.lower() in (".jsonl", ".json")
-    with open(p, encoding="utf-8", errors="replace", newline="") as f:
-        for n, line in enumerate(f, start=1):
-            line = line.replace("\x00", "")
-            if jsonl:
-                m = _JSON_ID.search(line)
-                if m and line.lstrip().startswith("{"):
-                    out.append(ScannedId(n, (m.group(1) if m.group(1) is not None else m.group(2)).strip()))
-            elif n > 1:
-                m = _CSV_ROW_START.match(line)
-                if m and m.group(1).strip():
-                    out.append(ScannedId(n, m.group(1).strip()))
-    return out
-
-
-def expected_ids(result: ReadResult, scanned: Sequence[ScannedId] = ()) -> list[str]:
+def expected_ids(result: ReadResult, scan: IdScan | None = None) -> list[str]:
     """The ids a submission must hold: each id of the input once, in input order;
     ids only the scan found go after the scanned id before them."""
     seen: dict[str, None] = {}
@@ -111,19 +88,33 @@ def expected_ids(result: ReadResult, scanned: Sequence[ScannedId] = ()) -> list[
             seen.setdefault(r.id, None)
     ids = list(seen)
     prev: str | None = None
-    for s in scanned:
-        if s.id not in seen:
-            at = ids.index(prev) + 1 if prev is not None else 0
-            ids.insert(at, s.id)
-            seen[s.id] = None
-        prev = s.id
+    for rid in (scan.ids if scan is not None else []):
+        if rid not in seen:
+            ids.insert(ids.index(prev) + 1 if prev is not None else 0, rid)
+            seen[rid] = None
+        prev = rid
     return ids
 
 
-def damaged_rows(result: ReadResult, scanned: Sequence[ScannedId]) -> list[ScannedId]:
-    """Rows the scan sees that the parse lost (swallowed into another row's cell)."""
+def lost_ids(result: ReadResult, scan: IdScan) -> list[str]:
+    """Ids the scan finds that the parse does not hold (a row swallowed into another row's cell)."""
     parsed = {r.id for r in input_rows(result) if r.id is not None}
-    return [s for s in scanned if s.id not in parsed]
+    return list(dict.fromkeys(rid for rid in scan.ids if rid not in parsed))
+
+
+def damage(result: ReadResult, scan: IdScan) -> list[str]:
+    """Why the test file cannot vouch for its ids (empty when it can): the parse and the
+    scan disagree, or a row's quoting is broken (its cells, id included, may belong to
+    another row)."""
+    scanned = set(scan.ids)
+    out = [f"id {rid} is in the file (line scan) but not in its parse: a row merged into another"
+           for rid in lost_ids(result, scan)]
+    if scan.ids:  # the scan ran: a parsed id it does not see is suspect too
+        out += [f"row {r.row}: id {r.id} is in the parse but the line scan does not see it"
+                for r in input_rows(result) if r.id is not None and r.id not in scanned]
+    out += [f"row {q.row} (id {q.id}): {q.reason}: {q.detail}" for q in result.quarantine
+            if "quote" in q.reason]
+    return out
 
 
 # --- the whole file ----------------------------------------------------------------
@@ -150,8 +141,8 @@ def predict_file(runs: Sequence[str | os.PathLike], data: str | os.PathLike, out
     t_start = time.perf_counter()
     result = read_pairs(data)
     rows = input_rows(result)
-    scanned = scan_ids(data)
-    lost = damaged_rows(result, scanned)
+    scan = scan_file_ids(data)
+    lost = lost_ids(result, scan)
     run_dirs = expand_runs(runs)
     records = result.records
     probs, prior, run_stats = predict_runs(run_dirs, records, weights=weights, log=log, device=device,
@@ -179,18 +170,18 @@ def predict_file(runs: Sequence[str | os.PathLike], data: str | os.PathLike, out
             fallback[r.id] = {"row": r.row, "id": r.id,
                               "reason": r.reason or "nonfinite_logits",
                               "detail": r.detail or "model output was not finite, even in fp32"}
-    for s in lost:
-        chosen.setdefault(s.id, prior)
-        fallback.setdefault(s.id, {"row": None, "line": s.line, "id": s.id, "reason": "swallowed_row",
-                                   "detail": f"file line {s.line} starts a row the CSV parse merged into another "
-                                             "(an unclosed quote?)"})
-    ids = expected_ids(result, scanned)
+    for rid in lost:
+        chosen.setdefault(rid, prior)
+        fallback.setdefault(rid, {"row": None, "id": rid, "reason": "swallowed_row",
+                                  "detail": "the line scan finds this row start; the CSV parse merged it into "
+                                            "another row (an unclosed quote?)"})
+    ids = expected_ids(result, scan)
     matrix = np.array([chosen[i] for i in ids]).reshape(-1, 3)
     atomic_write_text(out, format_submission(ids, matrix))
 
     report: dict[str, Any] = {
         "data": str(data), "out": str(out), "rows_read": result.rows, "rows_parsed": len(records),
-        "rows_scanned": len(scanned), "rows_swallowed": len(lost),
+        "rows_scanned": len(scan.ids), "rows_swallowed": len(lost), "scan_damaged_rows": scan.damaged_rows,
         "ids_written": len(ids), "predicted": len(ids) - len(fallback), "prior_rows": len(fallback),
         "prior": np.round(prior, 6).tolist(), "prior_rows_list": list(fallback.values()),
         "rows_without_id": no_id, "duplicate_id_rows": duplicates,
@@ -216,8 +207,8 @@ def predict_file(runs: Sequence[str | os.PathLike], data: str | os.PathLike, out
     log(f"[predict] wrote {out}: {len(ids)} ids ({report['predicted']} predicted, {len(fallback)} given the "
         f"class prior {np.round(prior, 4).tolist()}); report {report_path}")
     for q in list(fallback.values())[:20]:
-        where = f"row {q['row']}" if q.get("row") is not None else f"line {q['line']}"
-        log(f"[predict]   prior for id {q['id']} ({where}): {q['reason']} {q['detail']}".rstrip())
+        where = f" (row {q['row']})" if q.get("row") is not None else ""
+        log(f"[predict]   prior for id {q['id']}{where}: {q['reason']} {q['detail']}".rstrip())
     if len(fallback) > 20:
         log(f"[predict]   ... and {len(fallback) - 20} more (see the report)")
     for q in no_id[:20]:
@@ -246,16 +237,15 @@ def check_submission(path: str | os.PathLike, data: str | os.PathLike, *, max_pe
     probabilities numeric, finite, in [0, 1], rows summing to 1; and none while
     `data` has rows the parse lost.
     At most `max_per_kind` lines per kind of problem, then a count of the rest."""
-    result, scanned = read_pairs(data), scan_ids(data)
-    expected = expected_ids(result, scanned)
+    result, scan = read_pairs(data), scan_file_ids(data)
+    expected = expected_ids(result, scan)
     problems: dict[str, list[str]] = {}
 
     def add(kind: str, msg: str) -> None:
         problems.setdefault(kind, []).append(msg)
 
-    for s in damaged_rows(result, scanned):  # the test file itself: a parse that lost rows cannot vouch for ids
-        add("data", f"{data}: line {s.line} (id {s.id}) starts a row the CSV parse merged into another "
-                    "(an unclosed quote?): the test file is damaged")
+    for why in damage(result, scan):  # the test file itself cannot vouch for its ids: never "ok"
+        add("data", f"{data} is damaged: {why}")
 
     p = Path(path)
     if not p.is_file():
