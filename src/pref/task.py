@@ -1,7 +1,6 @@
 """The classifier as an engine Task: batches, loss, evaluation, best checkpoint."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
