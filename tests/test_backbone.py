@@ -169,3 +169,16 @@ def test_fsdp_config_is_valid_for_accelerate():
     assert str(cfg.distributed_type).endswith("FSDP")
     assert cfg.fsdp_config["fsdp_state_dict_type"] == "SHARDED_STATE_DICT"  # sharded optimizer state on resume
     assert cfg.fsdp_config["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
+
+
+def test_config_glue_reads_knobs_and_checks_pooling():
+    from types import SimpleNamespace
+    cfg = SimpleNamespace(model="tiny-qwen2", lora=True, lora_r=2, lora_alpha=4, lora_dropout=0.0,
+                          lora_targets="q_proj, v_proj", pooling="last", gradient_checkpointing=False)
+    b = bb.backbone_from_config(cfg, log=None)
+    assert b.info["lora_targets"] == ["q_proj", "v_proj"]
+    mults = bb.lr_multipliers(b.model, 20.0, 2.0)
+    lora = [n for n, p in b.model.named_parameters() if p.requires_grad]
+    assert mults.pop("head.") == 20.0 and sorted(mults) == sorted(lora) and set(mults.values()) == {2.0}
+    with pytest.raises(UsageError, match="first token"):
+        bb.backbone_from_config(SimpleNamespace(model="tiny-qwen2", pooling="cls"), log=None)

@@ -305,3 +305,37 @@ def trainable_parameters(model: Any) -> tuple[int, int]:
         total += n
         trainable += n if p.requires_grad else 0
     return trainable, total
+
+
+# ---- glue for the classifier's config (PrefConfig fields, read with defaults so the
+# ---- knobs can land in the config independently) ----------------------------------
+
+def lora_spec_from_config(cfg: Any) -> LoraSpec | None:
+    if not getattr(cfg, "lora", False):
+        return None
+    targets = getattr(cfg, "lora_targets", "") or []
+    if isinstance(targets, str):
+        targets = [t.strip() for t in targets.split(",") if t.strip()]
+    return LoraSpec(r=getattr(cfg, "lora_r", 16), alpha=getattr(cfg, "lora_alpha", 32),
+                    dropout=getattr(cfg, "lora_dropout", 0.05), targets=list(targets))
+
+
+def backbone_from_config(cfg: Any, *, device: str = "cpu", dtype: torch.dtype = torch.float32,
+                         log: Callable[[str], Any] | None = print) -> Backbone:
+    """load_backbone with the run config's knobs; checks the pooling against the backbone kind."""
+    b = load_backbone(cfg.model, device=device, dtype=dtype, lora=lora_spec_from_config(cfg),
+                      load_in_4bit=getattr(cfg, "load_in_4bit", False), load_in_8bit=getattr(cfg, "load_in_8bit", False),
+                      attn=getattr(cfg, "attn", None) or None,
+                      gradient_checkpointing=getattr(cfg, "gradient_checkpointing", False),
+                      trust_remote_code=getattr(cfg, "trust_remote_code", False), log=log)
+    check_pooling(getattr(cfg, "pooling", default_pooling(b.decoder)), b.decoder)
+    return b
+
+
+def lr_multipliers(model: Any, head_mult: float, lora_mult: float = 1.0) -> dict[str, float]:
+    """Parameter-name prefix -> LR multiplier (the engine's contract): the head and the
+    adapters learn at separate rates. Adapter weights sit deep in the peft tree, so each
+    is listed by its full name (a prefix of itself)."""
+    mults = {"head.": head_mult}
+    mults.update({n: lora_mult for n, p in model.named_parameters() if p.requires_grad and "lora_" in n})
+    return mults

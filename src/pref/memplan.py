@@ -335,3 +335,19 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def plan_input_from_config(cfg: Any, devices: int = 1) -> PlanInput:
+    """PlanInput from a classifier run config (what `train_pref --plan` estimates)."""
+    bits = "4bit" if getattr(cfg, "load_in_4bit", False) else "8bit" if getattr(cfg, "load_in_8bit", False) else None
+    targets = getattr(cfg, "lora_targets", "") or []
+    if isinstance(targets, str):
+        targets = [t.strip() for t in targets.split(",") if t.strip()]
+    precision = getattr(cfg, "precision", "bf16")
+    return PlanInput(cfg.model, lora=bool(getattr(cfg, "lora", False) or bits), lora_r=getattr(cfg, "lora_r", 16),
+                     lora_targets=list(targets), bits=bits,
+                     precision=precision if precision in DTYPE_BYTES else "bf16", max_len=cfg.max_len,
+                     batch_size=cfg.batch_size, arch=getattr(cfg, "arch", "cross"),
+                     gradient_checkpointing=getattr(cfg, "gradient_checkpointing", False),
+                     attn=getattr(cfg, "attn", None) or None, devices=devices,
+                     head_hidden=getattr(cfg, "head_hidden", 256), lora_dropout=getattr(cfg, "lora_dropout", 0.05))
