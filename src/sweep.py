@@ -17,6 +17,7 @@ At the end: <out>/best_config.yaml (run it with python -m src.train_pref
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
@@ -43,22 +44,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_spec(args: argparse.Namespace):
     from .tune.space import load_sweep
+    from .tune.study import STORAGE_ENV
     spec = load_sweep(args.config)
     st = spec.study
     if args.study_name:
         st.name = args.study_name
+    if args.storage is None and os.environ.get(STORAGE_ENV):  # a worker spawned by --workers
+        args.storage = os.environ[STORAGE_ENV]
     for name in ("n_trials", "timeout", "storage", "workers", "out", "pruner"):
         value = getattr(args, name)
         if value is not None:
             setattr(st, name, value)
-    st.__post_init__()  # re-check the overridden values
+    st.__post_init__()  # re-check the overridden values (ranges and choices declared at the fields)
     return spec
 
 
 def worker_args(args: argparse.Namespace) -> list[str]:
-    """The options a spawned worker needs to act on the same study."""
+    """The options a spawned worker needs to act on the same study (the storage URL,
+    which may hold a password, travels in the environment: see launch_workers)."""
     out = []
-    for name in ("n_trials", "timeout", "storage", "study_name", "out", "pruner"):
+    for name in ("n_trials", "timeout", "study_name", "out", "pruner"):
         value = getattr(args, name)
         if value is not None:
             out += ["--" + name.replace("_", "-"), str(value)]
@@ -98,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     rc = 0
     try:
         if spec.study.workers > 1:
-            rc = st.launch_workers(spec, spec.study.workers, worker_args(args))
+            rc = st.launch_workers(spec, spec.study.workers, worker_args(args), storage=args.storage)
         else:
             try:
                 old = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)

@@ -31,11 +31,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[PrefConfig, bool]:
 
 def main(argv: list[str] | None = None) -> int:
     from .errors import UsageError, run_cli
-    from .pref.train import run
 
     def body() -> None:
         try:
-            cfg, resume = parse_args(argv)
+            cfg, resume = parse_args(argv)  # every flag checked before torch, data or model are touched
+            from .pref.train import run
             run(cfg, resume=resume)
         except ValueError as e:  # config and data readers' ValueErrors are bad input too: one line, exit 2
             raise e if isinstance(e, UsageError) else UsageError(str(e)) from e

@@ -25,6 +25,7 @@ from src.pref.config import PrefConfig
 from src.sweep import main as sweep_main
 from src.tune import study as st
 from src.tune.space import load_sweep, parse_sweep
+from src.tune.toy import run as toy_run
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = str(REPO / "configs" / "pref" / "minilm.yaml")
@@ -79,7 +80,8 @@ def test_shipped_sweeps_parse_and_their_baseline_is_inside_the_space(name, monke
     ({"batch_size": {"type": "float", "low": 8, "high": 32}}, "int field"),
     ({"pooling": {"type": "categorical", "choices": ["mean", "max"]}}, "not one of"),
     ({"lr": {"type": "float", "low": 1e-3, "high": 1e-4}}, "must be below"),
-    ({"lr": {"type": "logfloat", "low": 0.0, "high": 1e-4}}, "low > 0"),
+    ({"lr": {"type": "logfloat", "low": 0.0, "high": 1e-4}}, "lr must be > 0"),  # the field's own range
+    ({"weight_decay": {"type": "logfloat", "low": 0.0, "high": 1e-2}}, "low > 0"),  # 0 is valid, not on a log scale
     ({"lr": {"type": "float", "low": 1e-5, "high": 1e-4, "scale_lr": "sqrt"}}, "belongs on batch_size"),
     ({"lr": {"type": "float", "low": 1e-5, "high": 1e-4, "lo": 3}}, "unknown key"),
     ({"lr": {"type": "gaussian", "low": 1e-5, "high": 1e-4}}, "unknown type"),
@@ -190,11 +192,11 @@ def test_hyperband_pruner_runs_a_sweep(tmp_path):
 
 def test_failed_trials_are_recorded_with_their_reason_and_the_study_goes_on(tmp_path):
     space = {"lr": {"type": "logfloat", "low": 1e-5, "high": 1e-3},
-             "model": {"type": "categorical", "choices": ["minilm", "toy-nan", "toy-oom", "toy-error", "toy-exit"]}}
+             "model": {"type": "categorical", "choices": ["minilm", "toy-nan", "toy-oom", "toy-error", "toy-usage"]}}
     path = toy_sweep(tmp_path, space=space, study={"n_trials": 1, "pruner": "none"})
     assert sweep_main(["--config", str(path), "--no-report"]) == 0  # trial 0: the baseline
     study = load(path)
-    for model in ["toy-nan", "toy-oom", "toy-error", "toy-exit"]:
+    for model in ["toy-nan", "toy-oom", "toy-error", "toy-usage"]:
         study.enqueue_trial({"lr": 1e-4, "model": model})
     study.enqueue_trial({"lr": 1e-4, "model": "minilm"})
     assert sweep_main(["--config", str(path), "--n-trials", "6", "--no-plots"]) == 0
@@ -204,12 +206,23 @@ def test_failed_trials_are_recorded_with_their_reason_and_the_study_goes_on(tmp_
     assert reasons[0].startswith("non-finite loss: NonFiniteLossError")
     assert reasons[1].startswith("out of memory: RuntimeError: CUDA out of memory")
     assert reasons[2] == "exception: ValueError: toy: injected failure"
-    assert reasons[3].startswith("failed: SystemExit: toy: injected SystemExit")
+    assert reasons[3] == "bad input: toy: injected bad input"  # a UsageError from the run: the study goes on
     out = Path(load_sweep(path).study.out)
     table = pd.read_csv(out / "trials.csv")
     assert table["note"].tolist()[1:5] == reasons
     summary = json.loads((out / "summary.json").read_text())
     assert summary["fail"] == 4 and summary["complete"] == 2
+
+
+def test_a_system_exit_from_library_code_stops_the_worker_but_records_the_trial(tmp_path):
+    path = toy_sweep(tmp_path, study={"n_trials": 3, "enqueue_base": False, "pruner": "none"},
+                     fixed={"model": "toy-exit"})
+    spec = load_sweep(path)
+    with pytest.raises(SystemExit):
+        st.work(spec, storage=st.make_storage(st.storage_url(spec)), run_fn=toy_run)
+    (trial,) = load(path).trials  # the worker stopped after the first trial
+    assert trial.state == TrialState.FAIL
+    assert trial.user_attrs["fail_reason"].startswith("exit: SystemExit: toy: injected SystemExit")
 
 
 def test_a_non_finite_final_value_fails_the_trial(tmp_path):
@@ -255,6 +268,54 @@ def test_a_trial_whose_worker_died_is_redone_not_counted(tmp_path):
     assert "worker pid" in trials[1].user_attrs["fail_reason"]
     assert st.tally(load(path))["counted"] == 3
     assert [t.state for t in trials if t.number != 1] == [TrialState.COMPLETE] * 3
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")
+def test_a_killed_trials_checkpoints_are_trimmed_like_finished_ones(tmp_path):
+    path = toy_sweep(tmp_path, study={"n_trials": 2, "pruner": "none"})
+    spec = load_sweep(path)
+    study = st.open_study(spec)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    orphan = study.ask()  # a worker killed with -9 mid-trial: RUNNING, its run dir full of checkpoints
+    run_dir = Path(spec.study.out) / "trials" / f"{orphan.number:04d}"
+    (run_dir / "checkpoint" / "last").mkdir(parents=True)
+    (run_dir / "checkpoint" / "last" / "model.safetensors").write_bytes(b"x" * 1000)
+    (run_dir / "metrics.jsonl").write_text('{"step": 1}\n')
+    for k, v in {"host": __import__("socket").gethostname(), "pid": dead.pid, "run_dir": str(run_dir)}.items():
+        orphan.set_user_attr(k, v)
+    assert sweep_main(["--config", str(path), "--no-plots"]) == 0
+    assert load(path).trials[orphan.number].user_attrs["interrupted"]
+    assert not (run_dir / "checkpoint").exists()  # trimmed, as a finished trial's
+    assert (run_dir / "metrics.jsonl").exists()   # the log of what it did stays
+    assert not any((Path(spec.study.out) / "trials").glob("*/checkpoint"))
+
+
+def test_workers_get_the_storage_url_in_the_environment_not_on_argv(tmp_path, monkeypatch):
+    path = toy_sweep(tmp_path)
+    secret = "postgresql://sweeper:s3cret-pw@db.example:5432/optuna"
+    seen = []
+
+    class FakeProc:
+        def __init__(self, cmd, env):
+            seen.append((cmd, env))
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(st.subprocess, "Popen", FakeProc)
+    from src.sweep import build_parser, worker_args
+    args = build_parser().parse_args(["--config", str(path), "--storage", secret, "--workers", "2"])
+    assert st.launch_workers(load_sweep(path), 2, worker_args(args), storage=args.storage) == 0
+    assert len(seen) == 2
+    for cmd, env in seen:
+        assert not any("s3cret-pw" in a or "--storage" == a for a in cmd), cmd
+        assert env[st.STORAGE_ENV] == secret
+    # ...and a worker started that way acts on that storage
+    monkeypatch.setenv(st.STORAGE_ENV, secret)
+    from src.sweep import resolve_spec
+    child = build_parser().parse_args(seen[0][0][3:])
+    assert resolve_spec(child).study.storage == secret
 
 
 # ----------------------------------------------------------------------------- several workers

@@ -1,38 +1,60 @@
-"""The classifier's run config: every field is a `python -m src.train_pref` flag."""
+"""The classifier's run config: every field is a `python -m src.train_pref` flag.
+
+Training knobs (lr, batch size, epochs, ...) live in the `train` section
+(src/engine/settings.py), flat as flags and in YAML (`lr: 5e-5` or `train: {lr: 5e-5}`).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import knob
+from ..config import composed, knob, section, validate
+from ..errors import UsageError
 from ..engine.settings import TrainSettings
 
+# Below this a sequence is mostly its own markers: [CLS] "prompt:" ... "response:" ... [SEP]
+# per side (about 6 tokens), plus "answer a:"/"answer b:" in a cross sequence (about 14).
+MIN_MAX_LEN = 32
 
+
+@composed
 @dataclass
-class PrefConfig(TrainSettings):
+class PrefConfig:
     model: str = knob("minilm", "encoder: alias (minilm, distilbert, deberta-v3-small, deberta-v3-base, "
                                 "roberta-base) or HF id / local folder")
     data: str = knob("", "training CSV/JSONL (Kaggle arena schema); empty = synthetic demo data")
-    demo_rows: int = knob(2000, "rows of synthetic demo data when --data is empty")
+    demo_rows: int = knob(2000, "rows of synthetic demo data when --data is empty", low=10,
+                          why="training needs at least 10 labelled rows")
     out: str = knob("", "run directory (default runs/<model>-<time>)")
-    val_frac: float = knob(0.2, "grouped hold-out fraction (when --folds is 0)")
-    folds: int = knob(0, "K for K-fold by prompt group (0 = hold-out)")
-    fold: int = knob(-1, "which fold to train with --folds K (-1 = all folds, writes out-of-fold predictions)")
+    val_frac: float = knob(0.2, "grouped hold-out fraction (when --folds is 0)", low=0, high=1,
+                           low_open=True, high_open=True)
+    folds: int = knob(0, "K for K-fold by prompt group (0 = hold-out)", low=2, also=(0,))
+    fold: int = knob(-1, "which fold to train with --folds K (-1 = all folds, writes out-of-fold predictions)", low=-1)
     arch: str = knob("siamese", "siamese (shared encoder per side) | cross (prompt+A+B in one sequence)",
                      choices=["siamese", "cross"])
     pooling: str = knob("mean", "mean | cls", choices=["mean", "cls"])
-    max_len: int = knob(256, "token budget per sequence (per side for siamese)")
-    prompt_budget: int = knob(64, "max tokens of each prompt turn (siamese) / of the prompt (cross)")
+    max_len: int = knob(256, "token budget per sequence (per side for siamese)", low=MIN_MAX_LEN,
+                        why="below that a sequence holds little but its prompt/response markers")
+    prompt_budget: int = knob(64, "max tokens of each prompt turn (siamese) / of the prompt (cross)", low=1)
     keep: str = knob("last", "which turns survive when a conversation overflows: last | first",
                      choices=["last", "first"])
-    head_hidden: int = knob(256, "hidden units of the head MLP")
-    head_dropout: float = knob(0.1, "dropout in the head")
-    head_lr_mult: float = knob(20.0, "head learning rate = lr * this (a fresh head learns faster than the encoder)")
+    head_hidden: int = knob(256, "hidden units of the head MLP", low=1)
+    head_dropout: float = knob(0.1, "dropout in the head", low=0, high=1, high_open=True)
+    head_lr_mult: float = knob(20.0, "head learning rate = lr * this (a fresh head learns faster than the encoder)",
+                               low=0, low_open=True)
     style_features: bool = knob(True, "feed length/markdown/refusal features of both responses to the head")
     swap_aug: bool = knob(True, "train on both A/B orders of every pair (and average both at prediction)")
     calibrate: bool = knob(True, "fit a temperature on the validation split")
     length_chunks: int = knob(4, "run each batch's sequences through the encoder in this many length-sorted "
-                                 "chunks (less padding; 1 = one call)")
-    eval_max_tokens: int = knob(16384, "padded tokens per inference batch (length-sorted batching)")
+                                 "chunks (less padding; 1 = one call)", low=1)
+    eval_max_tokens: int = knob(16384, "padded tokens per inference batch (length-sorted batching)", low=1)
     gradient_checkpointing: bool = knob(False, "recompute activations in backward to save memory")
     trust_remote_code: bool = knob(False, "allow model repos with custom code (off unless you trust it)")
-    max_rows: int = knob(0, "use only the first N rows of the data (0 = all); for quick trials")
+    max_rows: int = knob(0, "use only the first N rows of the data (0 = all); for quick trials", low=0)
+    train: TrainSettings = section(TrainSettings, help="training loop knobs (src/engine/settings.py)")
+
+    def __post_init__(self) -> None:
+        validate(self)
+        if self.folds and self.fold >= self.folds:
+            raise UsageError(f"fold must be in -1..{self.folds - 1} for --folds {self.folds}, got {self.fold}")
+        if not self.folds and self.fold != -1:
+            raise UsageError(f"fold {self.fold} needs --folds K (K-fold by prompt group)")

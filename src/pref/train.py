@@ -28,6 +28,7 @@ from ..data.records import LABEL_NAMES, PairRecord
 from ..data.split import fold_ids, train_val_split
 from ..device import DeviceChoice, check_precision
 from ..engine import plots
+from ..errors import UsageError
 from ..engine.batching import pad_fraction
 from ..engine.loop import epoch_plan, make_accelerator, train
 from ..errors import UsageError
@@ -167,6 +168,30 @@ def _bayes_log_loss(records: list[PairRecord]) -> float | None:
     return log_loss(p, np.array([r.label for r in records]))
 
 
+def _too_few_for_folds(records: list[PairRecord], what: str, way_out: str = "fewer --folds") -> UsageError:
+    """sklearn's "n_splits=K cannot be greater than the number of members in each class",
+    said in terms of this data and these flags."""
+    counts = np.bincount([r.label for r in records], minlength=3)
+    per = ", ".join(f"{n} {name}" for n, name in zip(counts, ("A wins", "B wins", "ties")))
+    return UsageError(f"{len(records)} labelled rows ({per}) are too few per class for {what}: "
+                      f"use more rows (--data, --demo-rows, --max-rows) or {way_out}")
+
+
+def split(cfg: PrefConfig, records: list[PairRecord]) -> tuple[list[int], list[int]]:
+    """(train, val) row indices for this run's --folds/--fold or --val-frac."""
+    try:
+        if cfg.folds:
+            return train_val_split(records, n_folds=cfg.folds, fold=cfg.fold, seed=cfg.seed)
+        return train_val_split(records, val_frac=cfg.val_frac, seed=cfg.seed)
+    except ValueError as e:
+        if "n_splits" not in str(e):
+            raise
+        if cfg.folds:
+            raise _too_few_for_folds(records, f"--folds {cfg.folds}") from None
+        raise _too_few_for_folds(records, f"a grouped --val-frac {cfg.val_frac:g} hold-out (one fold of "
+                                 f"{round(1 / cfg.val_frac)})", "a larger --val-frac") from None
+
+
 def run(cfg: PrefConfig, *, resume: bool = False, trial_hook=None) -> dict:
     check_before_work(cfg)
     run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
@@ -174,18 +199,20 @@ def run(cfg: PrefConfig, *, resume: bool = False, trial_hook=None) -> dict:
         cfg.out = str(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     records = load_records(cfg, run_dir)
-    if cfg.folds and cfg.fold >= 0:
-        tr, va = train_val_split(records, n_folds=cfg.folds, fold=cfg.fold, seed=cfg.seed)
-        return train_split(cfg, records, tr, va, run_dir, resume=resume, trial_hook=trial_hook)
-    if not cfg.folds:
-        tr, va = train_val_split(records, val_frac=cfg.val_frac, seed=cfg.seed)
+    if not cfg.folds or cfg.fold >= 0:
+        tr, va = split(cfg, records)
         return train_split(cfg, records, tr, va, run_dir, resume=resume, trial_hook=trial_hook)
     return run_all_folds(cfg, records, run_dir, resume=resume)
 
 
 def run_all_folds(cfg: PrefConfig, records: list[PairRecord], run_dir: Path, *, resume: bool) -> dict:
     from dataclasses import replace
-    folds = fold_ids(records, cfg.folds, cfg.seed)
+    try:
+        folds = fold_ids(records, cfg.folds, cfg.seed)
+    except ValueError as e:
+        if "n_splits" not in str(e):
+            raise
+        raise _too_few_for_folds(records, f"--folds {cfg.folds}") from None
     save_yaml(cfg, run_dir / "config.yaml", header=f"# python -m src.train_pref --config {run_dir / 'config.yaml'}")
     oof = np.full((len(records), 3), np.nan)
     per_fold = []

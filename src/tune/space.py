@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import from_dict, knob, load_yaml
+from ..config import flat_fields, from_dict, knob, load_yaml, validate
+from ..errors import UsageError
 from ..pref.config import PrefConfig
 
 # Fields a sweep owns itself: each trial's run dir, and running to the end.
@@ -43,16 +43,16 @@ class StudySettings:
     out: str = knob("", "study folder: study.db, trials/<number>/ run dirs, report/ (default sweeps/<name>)")
     storage: str = knob("", "'' = sqlite:///<out>/study.db; any SQLAlchemy URL (postgresql://user@host/db); "
                             "journal:<path> for optuna's journal file")
-    n_trials: int = knob(10, "finished trials the study should hold; re-running continues up to this many")
-    timeout: float = knob(0.0, "stop starting new trials after this many seconds (0 = no limit)")
-    workers: int = knob(1, "worker processes on this machine")
+    n_trials: int = knob(10, "finished trials the study should hold; re-running continues up to this many", low=1)
+    timeout: float = knob(0.0, "stop starting new trials after this many seconds (0 = no limit)", low=0)
+    workers: int = knob(1, "worker processes on this machine", low=1)
     seed: int = knob(0, "sampler seed (each trial's sampler is seeded from this and the trial number)")
-    n_startup_trials: int = knob(5, "random trials before TPE starts modelling")
+    n_startup_trials: int = knob(5, "random trials before TPE starts modelling", low=0)
     pruner: str = knob("median", "median | hyperband | none", choices=["median", "hyperband", "none"])
     pruner_args: dict = knob({}, "keyword arguments of the pruner (e.g. n_startup_trials, n_warmup_steps; "
                                  "min_resource, reduction_factor)")
     reports_per_epoch: int = knob(4, "pruning steps per epoch: step k = after k/N epochs, so trials with "
-                                     "different batch sizes are compared at the same amount of data")
+                                     "different batch sizes are compared at the same amount of data", low=1)
     metric: str = knob("val_log_loss", "metric minimised (from each eval and the run's final metrics)")
     enqueue_base: bool = knob(True, "make the base config's values of the searched fields the first trial "
                                     "(the baseline the sweep has to beat)")
@@ -61,15 +61,9 @@ class StudySettings:
     objective: str = knob("src.pref.train:run", "module:function called as f(cfg, trial_hook=...) -> metrics")
 
     def __post_init__(self) -> None:
-        for name in ("n_trials", "workers", "reports_per_epoch"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"study.{name} must be at least 1, got {getattr(self, name)}")
-        if self.timeout < 0:
-            raise ValueError(f"study.timeout must be >= 0, got {self.timeout}")
-        if self.pruner not in ("median", "hyperband", "none"):
-            raise ValueError(f"study.pruner must be median, hyperband or none, got '{self.pruner}'")
+        validate(self)
         if ":" not in self.objective:
-            raise ValueError(f"study.objective must be module:function, got '{self.objective}'")
+            raise UsageError(f"objective must be module:function, got '{self.objective}'")
 
 
 @dataclass
@@ -142,13 +136,13 @@ def scaled_lr(spec: SweepSpec, cfg: PrefConfig, base: PrefConfig) -> float:
 
 
 def _field_kind(name: str) -> type:
-    tp = typing.get_type_hints(PrefConfig)[name]
+    tp = flat_fields(PrefConfig)[name][1]
     return tp if tp in (int, float, bool, str) else object
 
 
 def parse_param(name: str, spec: Any, source: str) -> Param:
     where = f"{source}: space.{name}"
-    fields = {f.name: f for f in dataclasses.fields(PrefConfig)}
+    fields = {n: f for n, (f, _) in flat_fields(PrefConfig).items()}
     if name not in fields:
         raise ValueError(f"{where}: not a PrefConfig field (see python -m src.train_pref --help)")
     if name in RESERVED:
@@ -172,7 +166,7 @@ def parse_param(name: str, spec: Any, source: str) -> Param:
 
     def check(value: Any) -> Any:  # coerce as PrefConfig would, and respect the field's own choices
         try:
-            value = from_dict(PrefConfig, {name: value}, source=where).__dict__[name]
+            value = getattr(from_dict(PrefConfig, {name: value}, source=where), name)
         except ValueError as e:
             raise ValueError(str(e)) from None
         allowed = fields[name].metadata.get("choices")

@@ -44,6 +44,7 @@ import optuna
 from optuna.trial import TrialState
 
 from ..config import to_dict
+from ..errors import UsageError
 from .space import SweepSpec
 
 HEARTBEAT_S = 30  # RDB storages: a running trial pings the storage this often
@@ -254,6 +255,21 @@ def reap_dead_local_trials(study: optuna.Study, storage) -> list[int]:
     return reaped
 
 
+def trim_checkpoints(study: optuna.Study, spec: SweepSpec) -> list[int]:
+    """Finished trials keep no checkpoint/ (complete ones only with keep_checkpoints),
+    including trials whose worker was killed before it could clean up (kill -9, a lost
+    host): their checkpoints are GBs a re-run never reads."""
+    trimmed = []
+    for t in study.get_trials(deepcopy=False):
+        if not t.state.is_finished() or (t.state == TrialState.COMPLETE and spec.study.keep_checkpoints):
+            continue
+        ckpt = Path(t.user_attrs.get("run_dir", "")) / "checkpoint"
+        if t.user_attrs.get("run_dir") and ckpt.is_dir():
+            shutil.rmtree(ckpt, ignore_errors=True)
+            trimmed.append(t.number)
+    return trimmed
+
+
 class ClaimLock:
     """flock on <out>/.claim.lock: on one machine, "count slots, ask for a trial" is atomic."""
 
@@ -368,7 +384,7 @@ class TrialObjective:
               + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
               + (f" -> lr {cfg.lr:.3g}" if cfg.lr != params.get("lr", cfg.lr) else ""), flush=True)
         hook = PruningHook(trial, self.spec.study.metric, self.spec.study.reports_per_epoch, epochs=cfg.epochs)
-        t0, ok = time.perf_counter(), False
+        t0, ok, exited = time.perf_counter(), False, False
         try:
             metrics = self.run_fn(cfg, trial_hook=hook)
             ok = True
@@ -377,9 +393,13 @@ class TrialObjective:
         except KeyboardInterrupt:
             self._fail(trial, "interrupted: KeyboardInterrupt", interrupted=True)
             raise
-        except SystemExit as e:  # train_pref reports bad input with SystemExit: a failed trial, not a dead worker
-            self._fail(trial, f"failed: SystemExit: {e.code}")
-            raise TrialFailed(f"SystemExit: {e.code}") from None
+        except UsageError as e:  # bad input for this trial's config: a failed trial, not a dead worker
+            self._fail(trial, f"bad input: {e}")
+            raise TrialFailed(f"bad input: {e}") from None
+        except SystemExit as e:  # library code never exits: a bug, so stop the worker, but say why
+            self._fail(trial, f"exit: SystemExit: {e.code} (library code should raise UsageError)")
+            exited = True
+            raise
         except Exception as e:
             self._fail(trial, describe_error(e))
             raise
@@ -387,6 +407,9 @@ class TrialObjective:
             trial.set_user_attr("seconds", round(time.perf_counter() - t0, 2))
             if not (ok and self.spec.study.keep_checkpoints):
                 shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)
+            if exited:  # optuna leaves a trial RUNNING on SystemExit
+                with contextlib.suppress(Exception):
+                    trial.storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
         value = metrics.get(self.spec.study.metric)
         if value is None:
             reason = f"failed: the run returned no {self.spec.study.metric} (got {sorted(metrics)})"
@@ -418,6 +441,7 @@ def work(spec: SweepSpec, *, worker: int = 0, storage=None, run_fn: Callable[...
     run_fn = run_fn or import_objective(spec.study.objective)
     claim = ClaimLock(study_dir(spec) / ".claim.lock")
     reap_dead_local_trials(study, storage)
+    trim_checkpoints(study, spec)
     optuna.logging.set_verbosity(optuna.logging.INFO)
     start, n = time.monotonic(), spec.study.n_trials
     while True:
@@ -439,8 +463,12 @@ def work(spec: SweepSpec, *, worker: int = 0, storage=None, run_fn: Callable[...
     return tally(study)
 
 
-def launch_workers(spec: SweepSpec, workers: int, extra_args: list[str]) -> int:
-    """Start `workers` processes of `python -m src.sweep` on this machine; wait for all."""
+STORAGE_ENV = "PREFPIPE_SWEEP_STORAGE"  # how a spawned worker gets --storage: never on argv (ps shows argv)
+
+
+def launch_workers(spec: SweepSpec, workers: int, extra_args: list[str], storage: str | None = None) -> int:
+    """Start `workers` processes of `python -m src.sweep` on this machine; wait for all.
+    `storage` (a URL that may hold a password) goes to them in the environment."""
     if not spec.source or not Path(spec.source).exists():
         raise ValueError("--workers needs a sweep YAML file (--config)")
     cpus = os.cpu_count() or 1
@@ -454,6 +482,8 @@ def launch_workers(spec: SweepSpec, workers: int, extra_args: list[str]) -> int:
         env = dict(os.environ)
         threads = str(max(1, cpus // workers))  # don't oversubscribe the CPU cores
         env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+        if storage:
+            env[STORAGE_ENV] = storage
         if gpus > 1:
             env["CUDA_VISIBLE_DEVICES"] = str(i % gpus)  # one GPU per worker, round robin
         cmd = [sys.executable, "-m", "src.sweep", "--config", spec.source, *extra_args,

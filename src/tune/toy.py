@@ -10,7 +10,9 @@ metrics.jsonl / metrics.json in cfg.out. The validation loss is a
 deterministic function of the config: best near lr 1e-4, worse with more head
 dropout or cls pooling; lr >= 1 diverges (rises). Failure injection through
 `model`: "toy-error" raises, "toy-nan" raises NonFiniteLossError,
-"toy-oom" raises an out-of-memory error, "toy-exit" raises SystemExit.
+"toy-oom" raises an out-of-memory error, "toy-usage" raises UsageError (bad
+input, as library code reports it: a failed trial, the study goes on), "toy-exit"
+raises SystemExit (a library bug: the trial is recorded failed, the worker stops).
 TOY_SECONDS_PER_EVAL (env, default 0) sleeps at each eval, so concurrent
 workers overlap in tests.
 """
@@ -23,6 +25,7 @@ import time
 from pathlib import Path
 
 from ..config import atomic_write_text, save_yaml
+from ..errors import UsageError
 from ..pref.config import PrefConfig
 
 
@@ -48,8 +51,10 @@ def run(cfg: PrefConfig, *, resume: bool = False, trial_hook=None) -> dict:
     save_yaml(cfg, out / "config.yaml", header="# toy objective (src/tune/toy.py)")
     if cfg.model == "toy-error":
         raise ValueError("toy: injected failure")
+    if cfg.model == "toy-usage":
+        raise UsageError("toy: injected bad input")
     if cfg.model == "toy-exit":
-        raise SystemExit("toy: injected SystemExit (as train_pref does on bad input)")
+        raise SystemExit("toy: injected SystemExit (library code must raise UsageError instead)")
     if cfg.model == "toy-oom":
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (toy: injected)")
     rows = cfg.max_rows or cfg.demo_rows
