@@ -108,8 +108,16 @@ def flat_fields(cls: type) -> dict[str, tuple[dataclasses.Field, Any]]:
 
 
 def flat_defaults(cls: type) -> dict[str, Any]:
-    """Default value of every leaf field (a section's stage-specific defaults included)."""
-    return flatten(cls())
+    """Default value of every leaf field (a section's stage-specific defaults included),
+    without building `cls` (its __post_init__ may refuse an all-defaults config)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            out.update(flatten(value))
+        elif value is not dataclasses.MISSING:
+            out[f.name] = value
+    return out
 
 
 def flatten(cfg: Any) -> dict[str, Any]:

@@ -56,7 +56,7 @@ def test_tiny_run_writes_the_run_dir_and_perplexity_falls(tmp_path, chat_data, o
     assert {"eval_loss", "eval_perplexity", "train_tokens_per_s"} <= set(saved)
     assert saved["eval_perplexity"] < 0.25 * saved["initial_eval_perplexity"]
     assert m["eval_perplexity"] == pytest.approx(np.exp(m["eval_loss"]))
-    lines = [json.loads(ln) for ln in (d / "metrics.jsonl").read_text().splitlines()]
+    lines = [r for ln in (d / "metrics.jsonl").read_text().splitlines() if (r := json.loads(ln))["kind"] == "eval"]
     assert len(lines) >= 2 and lines[-1]["eval_perplexity"] < lines[0]["eval_perplexity"]
     with open(d / "val_losses.csv") as f:
         rows = list(csv.DictReader(f))

@@ -38,7 +38,8 @@ def test_training_learns_the_synthetic_signal_and_writes_the_run_dir(tiny_model,
     # the generator's signal is learnable: well below the class prior (and never below Bayes)
     assert m["val_log_loss"] < m["val_log_loss_class_prior"] - 0.05
     assert m["val_log_loss"] > m["val_bayes_log_loss"] - 0.05
-    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    lines = [r for r in records if r["kind"] == "eval"]
     assert lines[-1]["train_loss"] < lines[0]["train_loss"]
     for name in ("config.yaml", "metrics.json", "data_report.json", "val_predictions.csv",
                  "checkpoint/best/model.safetensors", "checkpoint/best/tokenizer/tokenizer.json",

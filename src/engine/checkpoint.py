@@ -307,9 +307,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_resume_state(folder: Path, *, model: torch.nn.Module, optimizer, scheduler, progress: dict,
-                      scaler=None, extra_save: Callable[[Path], None] | None = None) -> None:
-    """Everything `--resume` needs, in `folder` (a temp folder of `atomic_dir`: see `save_resumable`)."""
-    save_weights(model, folder / "model.safetensors", trainable_only=getattr(model, "resume_trainable_only", False))
+                      scaler=None, extra_save: Callable[[Path], None] | None = None,
+                      trainable_only: bool = False) -> None:
+    """Everything `--resume` needs, in `folder` (a temp folder of `atomic_dir`: see `save_resumable`);
+    `trainable_only` (the task's resume_trainable_only) leaves frozen weights out."""
+    save_weights(model, folder / "model.safetensors", trainable_only=trainable_only)
     state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "rng": rng_state(), "progress": progress}
     if scaler is not None:

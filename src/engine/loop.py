@@ -1,6 +1,7 @@
 """The training loop shared by the classifier and the generative stages.
 
-One visible loop (nanoGPT style). A stage plugs in through a `Task`:
+One visible loop (nanoGPT style). A stage plugs in through a `Task`
+(subclass `TaskBase` for the optional parts):
 
     lengths()            per-example lengths, for length-grouped batches
     collate(indices)     a CPU batch dict
@@ -10,11 +11,17 @@ One visible loop (nanoGPT style). A stage plugs in through a `Task`:
     stats(batch)         (examples, real tokens, padded tokens) for throughput
     evaluate(model, acc) metrics dict containing `monitor`
     save_best(model, folder)   what prediction needs (weights, tokenizer, config)
+    lr_multipliers()     {"parameter.name.prefix.": k}: those parameters learn at lr * k
+    resume_trainable_only      resume checkpoints hold only parameters that train
+    after_eval(model, acc, step, metrics)   e.g. log sample generations
 
-Everything else lives here: accelerate (device, DDP, mixed precision),
+Everything else lives here: accelerate (device, DDP, mixed precision, trackers),
 accumulation with loss normalised by the window's units, AdamW, warmup +
 schedule, clipping, the non-finite step guard, evals, early stopping, best and
-resumable checkpoints.
+resumable checkpoints, and the run log: `metrics.jsonl` holds one line per
+`--log-every` optimizer steps (`"kind": "train"`: loss, learning rate,
+throughput) and one per eval (`"kind": "eval"`); the same scalars go to
+TensorBoard / W&B / MLflow with `--report-to`.
 """
 from __future__ import annotations
 
@@ -30,8 +37,9 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from .batching import plan_batches, shard
+from ..errors import UsageError
 from . import faults
+from .batching import pad_fraction, plan_batches, shard
 from .checkpoint import (append_jsonl, atomic_dir, best_dir as best_folder, last_dir as last_folder, load_resume_state,
                          load_weights, recover_dir, save_resume_state, set_rng_state, truncate_jsonl)
 from .settings import TrainSettings
@@ -46,6 +54,7 @@ class NonFiniteLossError(RuntimeError):
 class Task(Protocol):
     monitor: str
     monitor_mode: str  # "min" or "max"
+    resume_trainable_only: bool
 
     def lengths(self) -> list[int]: ...
     def collate(self, indices: list[int]) -> dict: ...
@@ -54,6 +63,19 @@ class Task(Protocol):
     def stats(self, batch: dict) -> tuple[int, int, int]: ...
     def evaluate(self, model: torch.nn.Module, accelerator) -> dict[str, float]: ...
     def save_best(self, model: torch.nn.Module, folder: Path) -> None: ...
+    def lr_multipliers(self) -> dict[str, float]: ...
+    def after_eval(self, model: torch.nn.Module, accelerator, step: int, metrics: dict) -> None: ...
+
+
+class TaskBase:
+    """Defaults for the optional parts of the Task protocol."""
+    resume_trainable_only = False  # True for adapters: the frozen base is loaded again, not saved per resume
+
+    def lr_multipliers(self) -> dict[str, float]:
+        return {}
+
+    def after_eval(self, model: torch.nn.Module, accelerator, step: int, metrics: dict) -> None:
+        """Called after every eval (inference mode, autocast, unwrapped model, every process)."""
 
 
 @dataclass
@@ -68,6 +90,7 @@ class Progress:
     bad_steps: int = 0
     loss_sum: float = 0.0  # since the last eval, for the logged train loss
     loss_units: float = 0.0
+    log: dict = field(default_factory=dict)  # sums since the last train log line (see _train_record)
     examples: int = 0
     real_tokens: int = 0
     padded_tokens: int = 0
@@ -83,11 +106,19 @@ def epoch_plan(cfg: TrainSettings, lengths, epoch: int, rank: int = 0, world: in
     return shard(plan, rank, world)
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float, lr: float) -> list[dict]:
+def run_steps(cfg: TrainSettings, lengths, rank: int = 0, world: int = 1) -> tuple[int, int, int]:
+    """(batches per epoch, optimizer steps per epoch, optimizer steps of the run) for
+    this process, as the loop counts them."""
+    per_epoch = len(epoch_plan(cfg, lengths, 0, rank, world))
+    return (per_epoch, *cfg.optimizer_steps(per_epoch))
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float, lr: float,
+                 mults: dict[str, float] | None = None) -> list[dict]:
     """No weight decay on biases and norm weights (1-d tensors), as is standard.
-    A model may set `lr_multipliers = {"name.prefix.": k}` (e.g. a fresh head
-    learning faster than a pretrained encoder)."""
-    mults = getattr(model, "lr_multipliers", {})
+    `mults` = {"name.prefix.": k} (from the task): those parameters learn at lr * k
+    (e.g. a fresh head learning faster than a pretrained encoder)."""
+    mults = mults or {}
     groups: dict[tuple[float, bool], list] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -98,8 +129,11 @@ def param_groups(model: torch.nn.Module, weight_decay: float, lr: float) -> list
             for (mult, decay), ps in groups.items()]
 
 
-def make_accelerator(cfg: TrainSettings):
+def make_accelerator(cfg: TrainSettings, run_dir: str | Path | None = None):
+    """The Accelerator for a run (and its DeviceChoice). With `run_dir`, the trackers
+    of --report-to log there (TensorBoard: RUN/tensorboard)."""
     from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
 
     from ..device import DeviceChoice, to_accelerate_precision
     choice = DeviceChoice.resolve(cfg.device, cfg.precision)
@@ -107,8 +141,23 @@ def make_accelerator(cfg: TrainSettings):
         torch.set_num_threads(cfg.num_threads)
     mixed = to_accelerate_precision(choice.precision)
     _forget_other_precision(mixed)
-    return Accelerator(mixed_precision=mixed, cpu=choice.device == "cpu",
-                       step_scheduler_with_optimizer=False), choice
+    trackers = cfg.trackers() if run_dir is not None else []
+    _check_trackers_installed(trackers)
+    project = ProjectConfiguration(project_dir=str(run_dir), logging_dir=str(Path(run_dir) / "tensorboard")) \
+        if trackers else None
+    return Accelerator(mixed_precision=mixed, cpu=choice.device == "cpu", step_scheduler_with_optimizer=False,
+                       log_with=trackers or None, project_config=project), choice
+
+
+TRACKER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "mlflow": ("mlflow",)}
+
+
+def _check_trackers_installed(trackers: list[str]) -> None:
+    import importlib.util
+    for name in trackers:
+        if not any(importlib.util.find_spec(m) for m in TRACKER_PACKAGES[name]):
+            raise UsageError(f"--report-to {name} needs the {TRACKER_PACKAGES[name][0]} package "
+                             f"(pip install {TRACKER_PACKAGES[name][0]})")
 
 
 def _forget_other_precision(mixed: str) -> None:
@@ -129,21 +178,21 @@ def _improved(value: float, best: float | None, mode: str) -> bool:
 
 def train(cfg: TrainSettings, task: Task, model: torch.nn.Module, run_dir: Path, accelerator,
           *, resume: bool = False, trial_hook=None) -> Progress:
-    """Train `model` on `task`; returns the final Progress. `trial_hook(step, metrics)`
-    is called after each eval (optuna reporting/pruning raises from there)."""
+    """Train `model` on `task`; returns the final Progress. After each eval, `task.after_eval`
+    runs, then `trial_hook(step, metrics)` (optuna reporting/pruning raises from there)."""
     run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     last_dir, best_dir = last_folder(run_dir), best_folder(run_dir)
     rank, world = accelerator.process_index, accelerator.num_processes
     lengths = task.lengths()
-    per_epoch = len(epoch_plan(cfg, lengths, 0, rank, world))
+    per_epoch, _, total_steps = run_steps(cfg, lengths, rank, world)
     if per_epoch == 0:
-        raise ValueError(f"no training batches: {len(lengths)} examples for {world} process(es)")
-    steps_per_epoch = math.ceil(per_epoch / cfg.grad_accum)
-    total_steps = max(1, math.ceil(cfg.epochs * steps_per_epoch))
+        raise UsageError(f"no training batches: {len(lengths)} examples for {world} process(es)")
     n_epochs = math.ceil(cfg.epochs)
 
     # foreach: one multi-tensor kernel per group instead of a Python loop over tensors (CPU default is the loop)
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay, cfg.lr), lr=cfg.lr, foreach=True)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay, cfg.lr, task.lr_multipliers()),
+                                  lr=cfg.lr, foreach=True)
     scheduler = get_scheduler(SCHEDULES[cfg.schedule], optimizer,
                               num_warmup_steps=int(cfg.warmup_ratio * total_steps), num_training_steps=total_steps)
     progress = Progress()
@@ -151,6 +200,7 @@ def train(cfg: TrainSettings, task: Task, model: torch.nn.Module, run_dir: Path,
         recover_dir(best_dir)
         recover_dir(last_dir)
     accelerator.wait_for_everyone()
+    metrics_path = run_dir / "metrics.jsonl"
     if resume and (last_dir / "training_state.pt").exists():
         state = load_resume_state(last_dir)
         load_weights(model, last_dir / "model.safetensors")
@@ -161,7 +211,7 @@ def train(cfg: TrainSettings, task: Task, model: torch.nn.Module, run_dir: Path,
         set_rng_state(state["rng"])
         progress.batch_in_epoch += cfg.skip_batches
         if accelerator.is_main_process:
-            _truncate_metrics(run_dir / "metrics.jsonl", progress.step, accelerator.print)
+            _truncate_metrics(metrics_path, progress.step, accelerator.print)
         accelerator.print(f"[resume] step {progress.step}, epoch {progress.epoch}, batch {progress.batch_in_epoch}")
     elif resume:
         accelerator.print(f"[resume] no checkpoint in {last_dir}: starting from scratch")
@@ -169,7 +219,20 @@ def train(cfg: TrainSettings, task: Task, model: torch.nn.Module, run_dir: Path,
     if deepspeed:
         _configure_deepspeed(accelerator, cfg)
     model, optimizer = accelerator.prepare(model, optimizer)
-    writer = _tensorboard(run_dir) if cfg.tensorboard and accelerator.is_main_process else None
+    tracking = bool(accelerator.log_with)
+    if tracking:
+        # project "prefpipe" (W&B / MLflow); TensorBoard events land in RUN/tensorboard/prefpipe
+        accelerator.init_trackers("prefpipe", config=_tracker_config(cfg))
+
+    def log(record: dict) -> None:
+        """One metrics.jsonl line (main process) and the same scalars to the trackers."""
+        if accelerator.is_main_process:
+            append_jsonl(metrics_path, record)
+        if tracking:
+            kind = record["kind"]
+            accelerator.log({f"{kind}/{k}": v for k, v in record.items()
+                             if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step"},
+                            step=record["step"])
 
     last_save = [time.monotonic()]
 
@@ -183,7 +246,8 @@ def train(cfg: TrainSettings, task: Task, model: torch.nn.Module, run_dir: Path,
                 # RNG and data position are restored).
                 save_resume_state(tmp, model=accelerator.unwrap_model(model),
                                   optimizer=_NoOptimizerState() if deepspeed else optimizer,
-                                  scheduler=scheduler, progress=progress.__dict__)
+                                  scheduler=scheduler, progress=progress.__dict__,
+                                  trainable_only=task.resume_trainable_only)
         accelerator.wait_for_everyone()
 
     def periodic_save_due() -> bool:
@@ -201,7 +265,8 @@ def train(cfg: TrainSettings, task: Task, model: torch.nn.Module, run_dir: Path,
         with torch.inference_mode(), accelerator.autocast():
             metrics = task.evaluate(model, accelerator)
         model.train()
-        metrics = {"step": progress.step, "epoch": round(progress.epoch + progress.batch_in_epoch / per_epoch, 4),
+        metrics = {"kind": "eval", "step": progress.step,
+                   "epoch": round(progress.epoch + progress.batch_in_epoch / per_epoch, 4),
                    "train_loss": progress.loss_sum / max(progress.loss_units, 1e-12),
                    "lr": scheduler.get_last_lr()[0], **metrics}
         progress.loss_sum = progress.loss_units = 0.0
@@ -214,14 +279,14 @@ def train(cfg: TrainSettings, task: Task, model: torch.nn.Module, run_dir: Path,
         else:
             progress.evals_since_best += 1
         progress.history.append(metrics)
-        if accelerator.is_main_process:
-            append_jsonl(run_dir / "metrics.jsonl", metrics)
-            if writer:
-                for k, v in metrics.items():
-                    if isinstance(v, (int, float)):
-                        writer.add_scalar(k, v, progress.step)
+        log(metrics)
         accelerator.print(f"[eval] step {progress.step}: " + ", ".join(
             f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
+        net = accelerator.unwrap_model(model)
+        net.eval()
+        with torch.inference_mode(), accelerator.autocast():
+            task.after_eval(net, accelerator, progress.step, metrics)
+        model.train()
         if trial_hook is not None:
             trial_hook(progress.step, metrics)
         return metrics
@@ -260,6 +325,7 @@ def train(cfg: TrainSettings, task: Task, model: torch.nn.Module, run_dir: Path,
             # norm is None under DeepSpeed, which clips inside its own step
             finite = math.isfinite(window_loss) and (accelerator.scaler is not None or norm is None
                                                      or math.isfinite(float(norm)))
+            lr_used = scheduler.get_last_lr()[0]
             if finite:
                 optimizer.step()  # with an fp16 scaler this skips overflowing steps by itself
                 scheduler.step()
@@ -276,12 +342,19 @@ def train(cfg: TrainSettings, task: Task, model: torch.nn.Module, run_dir: Path,
             if finite:
                 progress.loss_sum += window_loss
                 progress.loss_units += float(units)
+            examples = real = padded = 0
             for m in micro:
-                ex, real, padded = task.stats(m)
-                progress.examples += ex
-                progress.real_tokens += real
-                progress.padded_tokens += padded
-            progress.train_seconds += time.perf_counter() - t0
+                ex, r, p = task.stats(m)
+                examples, real, padded = examples + ex, real + r, padded + p
+            progress.examples += examples
+            progress.real_tokens += real
+            progress.padded_tokens += padded
+            seconds = time.perf_counter() - t0
+            progress.train_seconds += seconds
+            _accumulate_log(progress.log, window_loss if finite else None, float(units), examples, real, padded,
+                            seconds, float(norm) if norm is not None and finite else None)
+            if cfg.log_every and progress.step % cfg.log_every == 0:
+                log(_train_record(progress, lr_used))
             faults.point("step")
             saved = False
             bar.update(len(window))
@@ -302,6 +375,8 @@ def train(cfg: TrainSettings, task: Task, model: torch.nn.Module, run_dir: Path,
                 bar.close()
                 if not saved:
                     save_last()
+                if tracking:
+                    accelerator.end_training()
                 accelerator.print(f"[stop] {steps_this_run} steps done this run; continue with --resume")
                 return progress
         bar.close()
@@ -315,9 +390,57 @@ def train(cfg: TrainSettings, task: Task, model: torch.nn.Module, run_dir: Path,
             save_last()
     progress.done = True
     save_last()
-    if writer:
-        writer.close()
+    if tracking:
+        accelerator.end_training()
     return progress
+
+
+def _accumulate_log(acc: dict, loss: float | None, units: float, examples: int, real: int, padded: int,
+                    seconds: float, grad_norm: float | None) -> None:
+    """Add one optimizer step to the sums of the current train log window."""
+    for k, v in (("examples", examples), ("real_tokens", real), ("padded_tokens", padded), ("seconds", seconds),
+                 ("steps", 1)):
+        acc[k] = acc.get(k, 0) + v
+    if loss is not None:
+        acc["loss_sum"] = acc.get("loss_sum", 0.0) + loss
+        acc["loss_units"] = acc.get("loss_units", 0.0) + units
+    if grad_norm is not None and math.isfinite(grad_norm):
+        acc["grad_norm_sum"] = acc.get("grad_norm_sum", 0.0) + grad_norm
+        acc["grad_norms"] = acc.get("grad_norms", 0) + 1
+
+
+def _train_record(progress: Progress, lr: float) -> dict:
+    """The `"kind": "train"` line for the steps since the previous one; resets the window."""
+    acc, progress.log = progress.log, {}
+    rec: dict[str, Any] = {"kind": "train", "step": progress.step, "epoch_index": progress.epoch,
+                           "train_loss": acc["loss_sum"] / max(acc["loss_units"], 1e-12) if acc.get("loss_units")
+                           else float("nan"), "lr": lr}
+    rec.update(throughput(acc["examples"], acc["real_tokens"], acc["padded_tokens"], acc["seconds"]))
+    if acc.get("grad_norms"):
+        rec["grad_norm"] = acc["grad_norm_sum"] / acc["grad_norms"]
+    return rec
+
+
+def throughput(examples: int, real_tokens: int, padded_tokens: int, seconds: float) -> dict[str, float]:
+    """Examples/s, real tokens/s and the padded share of the tokens computed: one
+    definition for the run log and for every stage's final metrics."""
+    return {"examples_per_s": examples / max(seconds, 1e-9), "tokens_per_s": real_tokens / max(seconds, 1e-9),
+            "pad_fraction": 1.0 - real_tokens / max(padded_tokens, 1)}
+
+
+def run_summary(progress: Progress, cfg: TrainSettings, lengths) -> dict[str, float]:
+    """Training figures every stage reports in metrics.json."""
+    t = throughput(progress.examples, progress.real_tokens, progress.padded_tokens, progress.train_seconds)
+    return {"best_step": progress.best_step, "steps": progress.step,
+            "train_examples_per_s": t["examples_per_s"], "train_tokens_per_s": t["tokens_per_s"],
+            "train_seconds": progress.train_seconds, "pad_fraction": t["pad_fraction"],
+            "planned_pad_fraction": pad_fraction(lengths, epoch_plan(cfg, lengths, 0))}
+
+
+def _tracker_config(cfg: TrainSettings) -> dict:
+    """Hyperparameters for the trackers: flat scalars and strings only (TensorBoard's hparams refuse lists)."""
+    from ..config import flatten
+    return {k: v for k, v in flatten(cfg).items() if isinstance(v, (int, float, str, bool))}
 
 
 def _is_deepspeed(accelerator) -> bool:
@@ -342,17 +465,8 @@ class _NoOptimizerState:
 
 
 def _truncate_metrics(path: Path, step: int, note=print) -> None:
-    """On resume, drop eval lines logged after the checkpoint we resume from (and a torn
+    """On resume, drop lines logged after the checkpoint we resume from (and a torn
     last line: a crash mid-append)."""
     torn = truncate_jsonl(path, step)
     if torn:
         note(f"[resume] {torn}")
-
-
-def _tensorboard(run_dir: Path) -> Any:
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        print("[tensorboard] not installed (pip install tensorboard): skipping")
-        return None
-    return SummaryWriter(str(run_dir / "tensorboard"))

@@ -20,22 +20,64 @@ def _save(fig, path: Path | str) -> None:
     plt.close(fig)
 
 
+def ema(values: list[float], alpha: float = 0.9) -> list[float]:
+    """Exponential moving average, debiased at the start (as TensorBoard's smoothing):
+    spiky per-step losses need ~0.9 to show a trend. Non-finite values are skipped."""
+    out, acc, weight = [], 0.0, 0.0
+    for v in values:
+        if np.isfinite(v):
+            acc, weight = alpha * acc + (1 - alpha) * v, alpha * weight + (1 - alpha)
+        out.append(acc / weight if weight else float("nan"))
+    return out
+
+
+def read_metrics(metrics_jsonl: Path | str) -> tuple[list[dict], list[dict]]:
+    """(train records, eval records) of a run's metrics.jsonl; lines written before
+    record kinds existed are evals."""
+    rows = [json.loads(ln) for ln in Path(metrics_jsonl).read_text(encoding="utf-8").splitlines() if ln.strip()]
+    train = [r for r in rows if r.get("kind") == "train"]
+    return train, [r for r in rows if r.get("kind", "eval") == "eval"]
+
+
 def loss_curves(metrics_jsonl: Path, out: Path, keys=("train_loss", "val_log_loss", "val_log_loss_uncalibrated"),
-                reference: dict[str, float] | None = None) -> None:
-    rows = [json.loads(ln) for ln in Path(metrics_jsonl).read_text().splitlines() if ln.strip()]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for k in keys:
-        pts = [(r["step"], r[k]) for r in rows if k in r]
+                reference: dict[str, float] | None = None, smoothing: float = 0.9) -> None:
+    """Train loss per logged step (raw, faint, and EMA-smoothed) beside the eval metrics
+    (markers), with reference levels (e.g. the class prior) as labelled dashed lines."""
+    _save(loss_figure(metrics_jsonl, keys, reference, smoothing), out)
+
+
+def loss_figure(metrics_jsonl: Path, keys=("train_loss", "val_log_loss", "val_log_loss_uncalibrated"),
+                reference: dict[str, float] | None = None, smoothing: float = 0.9):
+    """The figure of `loss_curves` (returned, for tests and notebooks)."""
+    train, evals = read_metrics(metrics_jsonl)
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    if "train_loss" in keys:
+        pts = [(r["step"], r["train_loss"]) for r in train] or \
+              [(r["step"], r["train_loss"]) for r in evals if "train_loss" in r]  # older runs: evals only
         if pts:
-            ax.plot(*zip(*pts), marker="o", label=k)
+            x, y = zip(*pts)
+            raw, = ax.plot(x, y, lw=0.8, alpha=0.35, label="train loss" + (" (per log step)" if train else ""))
+            if len(pts) > 2:
+                ax.plot(x, ema(list(y), smoothing), lw=2, color=raw.get_color(),
+                        label=f"train loss, smoothed (EMA {smoothing:g})")
+    for k in keys:
+        if k == "train_loss":
+            continue
+        pts = [(r["step"], r[k]) for r in evals if k in r]
+        if pts:
+            ax.plot(*zip(*pts), marker="o", ms=4, label=k)
     for name, value in (reference or {}).items():
         ax.axhline(value, ls="--", lw=1, color="grey")
-        ax.text(0, value, f" {name} {value:.3f}", va="bottom", fontsize=8, color="grey")
+        # x in axes fraction, y in data: the label stays inside the plot whatever the step range
+        ax.text(0.01, value, f"{name} {value:.3f}", transform=ax.get_yaxis_transform(), va="bottom", ha="left",
+                fontsize=8, color="grey")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss")
-    ax.legend()
+    ax.margins(x=0.02)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    _save(fig, out)
+    return fig
 
 
 def reliability(probs: np.ndarray, labels: np.ndarray, out: Path, bins: int = 10, min_count: int = 10) -> None:

@@ -133,10 +133,7 @@ def prepare_for_training(model: Any, tokenizer: Any, cfg: Any) -> tuple[Any, dic
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     if cfg.finetune == "lora":
-        model = apply_lora(model, cfg, new_ids)
-        # Resume checkpoints need only what trains (adapters, new rows); the frozen base
-        # comes from the base model again (src/engine/checkpoint.py).
-        model.resume_trainable_only = True
+        model = apply_lora(model, cfg, new_ids)  # (GenTask.resume_trainable_only: resume saves what trains)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     info.update(trainable_params=trainable, total_params=total, finetune=cfg.finetune)

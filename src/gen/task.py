@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from ..config import atomic_write_text
 from ..engine.batching import inference_batches
+from ..engine.loop import TaskBase
 from .collate import collate
 from .encode import IGNORE
 
@@ -67,7 +68,7 @@ def token_losses(model: Any, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     return loss, mask
 
 
-class GenTask:
+class GenTask(TaskBase):
     monitor, monitor_mode = "eval_loss", "min"
 
     def __init__(self, cfg: Any, train_rows: list[dict], val_rows: list[dict], tokenizer: Any, run_dir: Path,
@@ -79,7 +80,9 @@ class GenTask:
         self.save_best_fn = save_best_fn
         self.sample_prompts = sample_prompts or []
         self.last_rows: list[dict] = []
-        self._eval_model, self._accelerator = None, None
+        # LoRA: resume checkpoints hold the adapters (and new token rows) only; the frozen
+        # base is loaded from the base model again (src/engine/checkpoint.py).
+        self.resume_trainable_only = cfg.finetune == "lora"
 
     # -- training ---------------------------------------------------------------------------
     def lengths(self) -> list[int]:
@@ -137,15 +140,12 @@ class GenTask:
             metrics[f"eval_loss/{src}"] = s / max(c, 1)
         if accelerator.is_main_process:
             self.write_val_losses(self.run_dir / "val_losses.csv")
-        self._eval_model, self._accelerator = net, accelerator
         return metrics
 
-    def after_eval(self, step: int, metrics: dict) -> None:
-        """The engine's post-eval hook (it knows the step): log the sample generations."""
-        acc = self._accelerator
-        if acc is not None and acc.is_main_process and self.cfg.sample_count and self.sample_prompts:
-            with torch.inference_mode(), acc.autocast():
-                self.log_samples(self._eval_model, step)
+    def after_eval(self, model: Any, accelerator: Any, step: int, metrics: dict) -> None:
+        """The engine's post-eval hook: log the sample generations (main process)."""
+        if accelerator.is_main_process and self.cfg.sample_count and self.sample_prompts:
+            self.log_samples(model, step)
 
     def write_val_losses(self, path: Path) -> None:
         buf = io.StringIO()

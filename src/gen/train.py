@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import shutil
 import time
 from pathlib import Path
@@ -27,9 +26,8 @@ import torch
 
 from ..config import atomic_write_text, load_yaml, save_yaml
 from ..engine import plots
-from ..engine.batching import pad_fraction
 from ..engine.checkpoint import truncate_jsonl
-from ..engine.loop import epoch_plan, make_accelerator, train
+from ..engine.loop import make_accelerator, run_steps, run_summary, train
 from ..errors import UsageError
 from .checkpoint import best_val_losses, has_resume_state, save_checkpoint, steps_done
 from .config import GenConfig
@@ -132,8 +130,7 @@ def sample_prompt_ids(cfg: GenConfig, data: Any, tokenizer: Any) -> list[list[in
 
 def planned_steps(cfg: GenConfig, lengths: list[int], rank: int, world: int) -> int:
     """Optimizer steps of the whole run, as the engine counts them."""
-    per_epoch = len(epoch_plan(cfg, lengths, 0, rank, world))
-    return max(1, math.ceil(cfg.epochs * math.ceil(per_epoch / cfg.grad_accum)))
+    return run_steps(cfg, lengths, rank, world)[2]
 
 
 def part_plan(cfg: GenConfig, run_dir: Path, total: int) -> tuple[int, int, int]:
@@ -185,7 +182,7 @@ def run(cfg: GenConfig, *, resume: bool = False) -> dict:
     run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
     cfg.out = str(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    accelerator, choice = make_accelerator(cfg)
+    accelerator, choice = make_accelerator(cfg, run_dir)
     if accelerator.is_main_process:
         save_yaml(cfg, run_dir / "config.yaml", header=f"# python -m src.train_gen --config {run_dir / 'config.yaml'}")
     torch.manual_seed(cfg.seed)
@@ -246,23 +243,17 @@ def run(cfg: GenConfig, *, resume: bool = False) -> dict:
         model.to(accelerator.device)
         _write_initial_eval(task, model, accelerator, initial_path)
 
-    progress = train(step_cfg, task, model, run_dir, accelerator, resume=resume, trial_hook=task.after_eval)
+    progress = train(step_cfg, task, model, run_dir, accelerator, resume=resume)
     if not progress.done:  # stopped on purpose (a part, or --stop-after-steps): continue later
         return {"stopped_at_step": progress.step, "part": cfg.part}
 
     best = [h for h in progress.history if h["step"] == progress.best_step][-1]
     initial = json.loads(initial_path.read_text()) if initial_path.exists() else None
-    plan = epoch_plan(cfg, task.lengths(), 0)
     metrics = {
         **{k: v for k, v in best.items() if k.startswith("eval_")},
         "initial_eval_loss": initial["eval_loss"] if initial else None,
         "initial_eval_perplexity": initial["eval_perplexity"] if initial else None,
-        "best_step": progress.best_step, "steps": progress.step,
-        "train_tokens_per_s": progress.real_tokens / max(progress.train_seconds, 1e-9),
-        "train_examples_per_s": progress.examples / max(progress.train_seconds, 1e-9),
-        "train_seconds": progress.train_seconds,
-        "pad_fraction": 1.0 - progress.real_tokens / max(progress.padded_tokens, 1),
-        "planned_pad_fraction": pad_fraction(task.lengths(), plan),
+        **run_summary(progress, cfg, task.lengths()),
         "n_train": len(train_rows), "n_val": len(val_rows),
         "trainable_params": info["trainable_params"], "total_params": info["total_params"],
         "model": cfg.model, "finetune": cfg.finetune, "objective": cfg.objective,

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.records import SWAP_LABEL
+from ..engine.loop import TaskBase
 from .calibration import average_probs, fit_temperature, log_loss
 from .checkpoint import save_classifier
 from .collate import collate
@@ -19,7 +20,7 @@ from .predict import predict_logits
 SWAP_LABEL_T = torch.tensor(SWAP_LABEL)
 
 
-class PrefTask:
+class PrefTask(TaskBase):
     monitor, monitor_mode = "val_log_loss", "min"
 
     def __init__(self, cfg: PrefConfig, train: PairEncoding, val: PairEncoding, tokenizer, device_type: str):
@@ -31,6 +32,9 @@ class PrefTask:
     # -- training ---------------------------------------------------------------
     def lengths(self) -> list[int]:
         return self.train.lengths().tolist()
+
+    def lr_multipliers(self) -> dict[str, float]:
+        return {"head.": self.cfg.head_lr_mult}  # a fresh head learns faster than the pretrained encoder
 
     def collate(self, indices: list[int]) -> dict:
         return collate(self.train, indices, self.cfg.swap_aug, self.pad_multiple)

@@ -29,9 +29,7 @@ from ..data.split import fold_ids, train_val_split
 from ..device import DeviceChoice, check_precision
 from ..engine import plots
 from ..errors import UsageError
-from ..engine.batching import pad_fraction
-from ..engine.loop import epoch_plan, make_accelerator, train
-from ..errors import UsageError
+from ..engine.loop import make_accelerator, run_summary, train
 from .calibration import average_probs, floor_probs, log_loss
 from .checkpoint import build_pref_model, load_pref_checkpoint, write_prior
 from .config import PrefConfig
@@ -69,7 +67,6 @@ def build(cfg: PrefConfig):
     if cfg.gradient_checkpointing:
         encoder.gradient_checkpointing_enable()
     model = build_pref_model(encoder, cfg)
-    model.lr_multipliers = {"head.": cfg.head_lr_mult}
     return model, tokenizer
 
 
@@ -99,7 +96,7 @@ def train_split(cfg: PrefConfig, records: list[PairRecord], train_idx: list[int]
     """Train on train_idx, validate on val_idx; returns the final metrics dict."""
     run_dir.mkdir(parents=True, exist_ok=True)
     save_yaml(cfg, run_dir / "config.yaml", header=f"# python -m src.train_pref --config {run_dir / 'config.yaml'}")
-    accelerator, choice = make_accelerator(cfg)
+    accelerator, choice = make_accelerator(cfg, run_dir)
     check_precision(choice.precision, resolve_model(cfg.model))
     model, tokenizer = build(cfg)
     enc_kw = dict(arch=cfg.arch, max_len=cfg.max_len, prompt_budget=cfg.prompt_budget, keep=cfg.keep)
@@ -121,15 +118,11 @@ def train_split(cfg: PrefConfig, records: list[PairRecord], train_idx: list[int]
     ab, ba = task.predict(best, accelerator, val_enc)
     y = val_enc.labels
     probs, raw = floor_probs(average_probs(ab, ba, temperature)), floor_probs(average_probs(ab, ba))
-    plan = epoch_plan(cfg, task.lengths(), 0)
+    summary = run_summary(progress, cfg, task.lengths())
     metrics = {
         "val_log_loss": log_loss(probs, y), "val_log_loss_uncalibrated": log_loss(raw, y),
         "val_accuracy": float((probs.argmax(1) == y).mean()), "temperature": temperature,
-        "best_step": progress.best_step, "steps": progress.step,
-        "train_pairs_per_s": progress.examples / max(progress.train_seconds, 1e-9),
-        "train_tokens_per_s": progress.real_tokens / max(progress.train_seconds, 1e-9),
-        "pad_fraction": 1.0 - progress.real_tokens / max(progress.padded_tokens, 1),
-        "planned_pad_fraction": pad_fraction(task.lengths(), plan),
+        **summary, "train_pairs_per_s": summary["train_examples_per_s"],
         "n_train": len(train_idx), "n_val": len(val_idx),
         "val_log_loss_class_prior": _prior_log_loss(train_enc.labels, y),
         "peak_rss_mb": round(peak_rss_mb(), 1),

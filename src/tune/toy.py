@@ -59,8 +59,7 @@ def run(cfg: PrefConfig, *, resume: bool = False, trial_hook=None) -> dict:
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (toy: injected)")
     rows = cfg.max_rows or cfg.demo_rows
     n_train = max(1, round(rows * (1 - cfg.val_frac)))
-    per_epoch = math.ceil(math.ceil(n_train / cfg.batch_size) / cfg.grad_accum)
-    total = max(1, math.ceil(cfg.epochs * per_epoch))
+    per_epoch, total = cfg.optimizer_steps(math.ceil(n_train / cfg.batch_size))
     sleep = float(os.environ.get("TOY_SECONDS_PER_EVAL", "0"))
     metrics_path = out / "metrics.jsonl"
     metrics_path.unlink(missing_ok=True)
