@@ -132,10 +132,15 @@ def flatten(cfg: Any) -> dict[str, Any]:
 def _flat_getattr(self: Any, name: str) -> Any:  # only called when normal lookup fails
     if name.startswith("__"):
         raise AttributeError(name)
-    sname = _layout(type(self))[2].get(name)
-    if sname is None or sname not in self.__dict__:
-        raise AttributeError(f"{type(self).__name__} has no field '{name}'")
-    return getattr(self.__dict__[sname], name)
+    own, sections, routes = _layout(type(self))
+    sname = routes.get(name)
+    if sname is not None and sname in self.__dict__:
+        return getattr(self.__dict__[sname], name)
+    for sname in sections:  # a section's methods too (cfg.optimizer_steps() is cfg.train.optimizer_steps())
+        block = self.__dict__.get(sname)
+        if block is not None and not name.startswith("_") and callable(getattr(type(block), name, None)):
+            return getattr(block, name)
+    raise AttributeError(f"{type(self).__name__} has no field '{name}'")
 
 
 def _flat_setattr(self: Any, name: str, value: Any) -> None:
@@ -286,10 +291,11 @@ def nearest(name: str, cls: type) -> str | None:
 
 
 def from_dict(cls: type[T], data: dict[str, Any], *, source: str = "config",
-              flags: typing.Collection[str] = ()) -> T:
+              flags: typing.Collection[str] = (), path: str = "") -> T:
     """Build `cls` from a mapping: coerce types, route flat keys into sections,
     check choices/ranges, refuse unknown keys. `flags` names the keys that came from
-    the command line (errors then say `--flag`)."""
+    the command line (errors then say `--flag`); `path` names a nested block
+    (errors then say `markup.action`)."""
     if not isinstance(data, dict):
         raise UsageError(f"{source}: expected a mapping of {cls.__name__} fields, got {type(data).__name__}")
     own, sections, routes = _layout(cls)
@@ -298,7 +304,7 @@ def from_dict(cls: type[T], data: dict[str, Any], *, source: str = "config",
     def where(name: str) -> tuple[str, str]:  # (where it came from, how to name it)
         if name in flags:
             return "", "--" + name.replace("_", "-")
-        return source, name
+        return source, f"{path}.{name}" if path else name
 
     unknown = [k for k in data if k not in own and k not in routes]
     if unknown:

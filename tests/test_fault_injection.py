@@ -43,7 +43,8 @@ def _train(run_dir, resume=False, task=None, **kw):
 
 
 def _steps(run_dir) -> list[int]:
-    return [json.loads(ln)["step"] for ln in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(ln) for ln in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    return [r["step"] for r in records if r.get("kind", "eval") == "eval"]  # the evals, not the train log lines
 
 
 # --- item 2: a torn last line of metrics.jsonl ---------------------------------------------------

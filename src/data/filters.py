@@ -577,7 +577,7 @@ def filter_config(name: str, data: dict | Any | None) -> Any:
     cls = FILTERS[name][0]
     if data is None:
         return cls()
-    return data if isinstance(data, cls) else from_dict(cls, dict(data), source=f"filter '{name}'")
+    return data if isinstance(data, cls) else from_dict(cls, dict(data), source=f"filter '{name}'", path=name)
 
 
 def apply_filters(episodes: list[ChatEpisode], configs: dict[str, Any], seed: int,

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm as _tqdm
 
 from . import faults
 from .checkpoint import best_dir, last_dir, load_resume_state, save_weights
+from .loop import TaskBase
 from .settings import TrainSettings
 
 # tqdm makes a multiprocessing lock (a named semaphore) on first use; made here, in the fork
@@ -40,7 +41,7 @@ _tqdm.get_lock()
 ROWS, BATCH, EPOCHS, EVAL_EVERY, SAVE_EVERY = 64, 8, 3, 5, 3
 
 
-class ToyRegression:
+class ToyRegression(TaskBase):
     """A noisy linear target; the model has dropout, so an exact resume needs the RNG state too."""
     monitor, monitor_mode = "val_mse", "min"
 
@@ -122,8 +123,11 @@ def outcome(run_dir: str | os.PathLike) -> dict:
     if (last_dir(run_dir) / "training_state.pt").exists():
         progress = dict(load_resume_state(last_dir(run_dir))["progress"])
         progress.pop("train_seconds")  # wall time
+        progress["log"] = {k: v for k, v in progress.get("log", {}).items() if k != "seconds"}
+    wall = ("examples_per_s", "tokens_per_s")  # throughput in the train log lines: wall time too
     return {
-        "metrics": [json.loads(ln) for ln in metrics.read_text().splitlines()] if metrics.exists() else None,
+        "metrics": [{k: v for k, v in json.loads(ln).items() if k not in wall} for ln in metrics.read_text().splitlines()]
+        if metrics.exists() else None,
         "last_weights": digest(last_dir(run_dir) / "model.safetensors"),
         "best_weights": digest(best_dir(run_dir) / "model.safetensors"),
         "predictions": digest(best_dir(run_dir) / "predictions.json"),
