@@ -4,6 +4,9 @@
     python -m src.predict --run runs/f0 --run runs/f1 --weights 0.6,0.4 --data test.csv --out sub.csv
     python -m src.predict --run runs/cv5 --data val.csv --out val_pred.csv      # a K-fold run dir: all folds
     python -m src.predict --check submission.csv --data test.csv
+    python -m src.predict --run runs/cv5 --data pool.csv --pseudo-label pool_pl.csv --min-confidence 0.5
+    python -m src.predict --fit-weights --run runs/a --run runs/b --out weights.json
+    python -m src.predict --run runs/a --run runs/b --weights weights.json --data test.csv --out sub.csv
 
 Every id of --data gets a row, in input order: rows that cannot be parsed get
 the class prior and are listed in the report (<out stem>_report.json). With
@@ -16,11 +19,14 @@ import argparse
 import sys
 
 
-def _weights(text: str) -> list[float]:
+def _weights(text: str) -> list[float] | str:
+    """Comma-separated numbers, or a weights.json written by --fit-weights (read later, checked against --run)."""
+    if text.endswith(".json"):
+        return text
     try:
         return [float(w) for w in text.split(",") if w.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"weights must be comma-separated numbers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"weights must be comma-separated numbers or a weights.json, got {text!r}") from None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -28,10 +34,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--run", action="append", default=[], metavar="DIR",
                     help="run dir, its checkpoint/best folder, or a K-fold run dir (repeat for an ensemble)")
-    ap.add_argument("--data", required=True, help="Kaggle test CSV (id, prompt, response_a, response_b) or pairwise JSONL")
-    ap.add_argument("--out", help="submission CSV to write")
+    ap.add_argument("--data", help="Kaggle test CSV (id, prompt, response_a, response_b) or pairwise JSONL")
+    ap.add_argument("--out", help="submission CSV to write (with --fit-weights: the weights.json)")
+    ap.add_argument("--pseudo-label", metavar="OUT_CSV",
+                    help="write --data as a TRAINING file whose winner columns are the ensemble + swap-TTA "
+                         "probabilities (soft labels), the runs named in a column and in OUT_CSV's _report.json")
+    ap.add_argument("--min-confidence", type=float, default=0.0,
+                    help="with --pseudo-label: keep rows whose top probability is at least this [default: 0]")
+    ap.add_argument("--fit-weights", action="store_true",
+                    help="fit non-negative ensemble weights + one temperature on the runs' out-of-fold "
+                         "predictions (rows must match) and write them to --out (weights.json)")
     ap.add_argument("--check", metavar="SUBMISSION", help="validate this submission against --data instead of predicting")
-    ap.add_argument("--weights", type=_weights, help="comma-separated ensemble weights, one per run (default equal)")
+    ap.add_argument("--weights", type=_weights, help="comma-separated ensemble weights, one per run (default equal), "
+                                                    "or a weights.json from --fit-weights (weights + temperature)")
     ap.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
                     help="average with the A/B-swapped pass [default: on]")
     ap.add_argument("--batch-size", type=int, help="rows of full length per batch (shorter rows pack more) "
@@ -47,11 +62,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                     help="progress bar [default: when stderr is a terminal]")
     args = ap.parse_args(argv)
-    if args.check is None:
+    if args.fit_weights:
+        if not args.run or not args.out:
+            ap.error("--fit-weights needs --run DIR (two or more) and --out weights.json")
+    elif args.check is None:
         if not args.run:
             ap.error("--run DIR is required (or --check SUBMISSION)")
-        if not args.out:
-            ap.error("--out FILE is required (or --check SUBMISSION)")
+        if not args.data:
+            ap.error("--data FILE is required")
+        if not args.out and not args.pseudo_label:
+            ap.error("--out FILE (or --pseudo-label OUT_CSV) is required (or --check SUBMISSION)")
+    elif not args.data:
+        ap.error("--check needs --data FILE")
     elif args.run or args.out:
         ap.error("--check validates an existing file: leave out --run and --out")
     for name in ("batch_size", "max_tokens", "max_len"):
@@ -74,16 +96,43 @@ def main(argv: list[str] | None = None) -> int:
         if not found:
             print(f"{args.check}: ok")
 
+    def weights() -> tuple[list[float] | None, float]:
+        if isinstance(args.weights, str):
+            from .pref.checkpoint import expand_runs
+            from .pref.ensemble_weights import load_weights_file
+            fw = load_weights_file(args.weights, runs=args.run)
+            # one weight per --run; a K-fold run dir shares its weight equally among its folds
+            per_fold = [w / len(expand_runs([r])) for r, w in zip(args.run, fw.weights)
+                        for _ in range(len(expand_runs([r])))]
+            return per_fold, fw.temperature
+        return args.weights, 1.0
+
     def predict() -> None:
         progress = sys.stderr.isatty() if args.progress is None else args.progress
-        predict_file(args.run, args.data, args.out, weights=args.weights, tta=args.tta, device=args.device,
-                     precision=args.precision, max_len=args.max_len, batch_size=args.batch_size,
-                     max_tokens=args.max_tokens, data_parallel=args.data_parallel, report_path=args.report,
-                     progress=progress)
+        w, t = weights()
+        kw = dict(tta=args.tta, device=args.device, precision=args.precision, max_len=args.max_len,
+                  batch_size=args.batch_size, max_tokens=args.max_tokens, data_parallel=args.data_parallel,
+                  progress=progress)
+        if args.pseudo_label:
+            from .pref.pseudo_label import pseudo_label_file
+            pseudo_label_file(args.run, args.data, args.pseudo_label, min_confidence=args.min_confidence,
+                              weights=w, temperature=t, **kw)
+        if args.out:
+            predict_file(args.run, args.data, args.out, weights=w, report_path=args.report,
+                         ensemble_temperature=t, **kw)
+
+    def fit() -> None:
+        from .pref.ensemble_weights import fit_runs
+        fw = fit_runs(args.run)
+        fw.save(args.out)
+        cf = "n/a" if fw.cross_fitted_log_loss is None else f"{fw.cross_fitted_log_loss:.4f}"
+        print(f"[weights] {args.out}: weights {[round(w, 4) for w in fw.weights]}, temperature {fw.temperature:.3f} "
+              f"on {fw.n_rows} shared OOF rows: log loss {fw.oof_log_loss:.4f} in-sample (fitted on these rows), "
+              f"{cf} cross-fitted, {fw.equal_weights_log_loss:.4f} with equal weights")
 
     def body() -> None:
         try:
-            (check if args.check is not None else predict)()
+            (check if args.check is not None else fit if args.fit_weights else predict)()
         except ValueError as e:  # a data file the reader refuses, weights that do not match the runs
             raise e if isinstance(e, UsageError) else UsageError(str(e)) from e
 

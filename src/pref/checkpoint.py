@@ -104,11 +104,17 @@ def save_classifier(folder: Path, model: PrefModel, tokenizer, cfg: PrefConfig, 
 
 
 def write_prior(run_dir: Path, labels: np.ndarray) -> np.ndarray:
-    """prior.json: add-one smoothed class frequencies of the rows the run trained on."""
-    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=3)[:3].astype(float)
+    """prior.json: add-one smoothed class frequencies of the rows the run trained on.
+    `labels` are class ids (n,) or target distributions (n, 3): a soft row counts
+    with its probabilities."""
+    labels = np.asarray(labels)
+    if labels.ndim == 2:
+        counts = labels.astype(np.float64).sum(0)[:3]
+    else:
+        counts = np.bincount(labels.astype(np.int64), minlength=3)[:3].astype(float)
     prior = (counts + 1.0) / (counts.sum() + 3.0)
-    atomic_write_text(run_dir / PRIOR, json.dumps({"prior": prior.tolist(), "counts": counts.astype(int).tolist(),
-                                                   "source": f"training rows ({int(counts.sum())})"}, indent=2) + "\n")
+    atomic_write_text(run_dir / PRIOR, json.dumps({"prior": prior.tolist(), "counts": np.round(counts).astype(int).tolist(),
+                                                   "source": f"training rows ({int(round(counts.sum()))})"}, indent=2) + "\n")
     return prior
 
 
@@ -122,6 +128,26 @@ def build_pref_model(encoder, cfg: PrefConfig) -> PrefModel:
 def load_config(path: str | os.PathLike) -> PrefConfig:
     folder = best_folder(path)
     return from_dict(PrefConfig, load_yaml(folder / "config.yaml"), source=str(folder / "config.yaml"))
+
+
+def init_from_run(model: PrefModel, path: str | os.PathLike, cfg: PrefConfig) -> Path:
+    """Fill `model` with another run's best weights (encoder or adapter, and head) for a
+    warm start (stage 2 from stage 1). The shapes must agree: a key or shape that does not
+    land is a one-line error, never a silently random head."""
+    from ..errors import UsageError
+    try:
+        folder = best_folder(path)
+    except FileNotFoundError as e:
+        raise UsageError(f"--init-from {e}") from None
+    src = load_config(folder)
+    for name in ("arch", "pooling", "head_hidden", "style_features"):
+        if getattr(src, name) != getattr(cfg, name):
+            raise UsageError(f"--init-from {path}: its {name} is {getattr(src, name)!r}, this run's is {getattr(cfg, name)!r}")
+    try:
+        load_weights(model, folder / "model.safetensors")
+    except (RuntimeError, KeyError, ValueError) as e:
+        raise UsageError(f"--init-from {path}: weights do not fit this model ({str(e).splitlines()[0][:200]})") from None
+    return folder
 
 
 def load_pref_checkpoint(path: str | os.PathLike):

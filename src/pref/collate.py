@@ -31,8 +31,13 @@ def pair_sequences(enc: PairEncoding, rows, both_orders: bool) -> list[list[int]
 
 def collate(enc: PairEncoding, idx: list[int], both_orders: bool, pad_to_multiple: int = 1) -> dict:
     ids, mask = pad_sequences(pair_sequences(enc, idx, both_orders), enc.pad_id, pad_to_multiple=pad_to_multiple)
-    return {"input_ids": ids, "attention_mask": mask, "style": torch.from_numpy(enc.style[idx]),
-            "labels": torch.from_numpy(enc.labels[idx]), "both_orders": both_orders}
+    batch = {"input_ids": ids, "attention_mask": mask, "style": torch.from_numpy(enc.style[idx]),
+             "labels": torch.from_numpy(enc.labels[idx]), "both_orders": both_orders}
+    if enc.targets is not None:  # training distributions (soft labels); hard rows are one-hot
+        batch["targets"] = torch.from_numpy(enc.targets[idx])
+    if enc.teachers is not None:
+        batch["teachers"] = torch.from_numpy(enc.teachers[idx])
+    return batch
 
 
 @dataclass

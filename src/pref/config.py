@@ -50,6 +50,20 @@ class PrefConfig:
     gradient_checkpointing: bool = knob(False, "recompute activations in backward to save memory")
     trust_remote_code: bool = knob(False, "allow model repos with custom code (off unless you trust it)")
     max_rows: int = knob(0, "use only the first N rows of the data (0 = all); for quick trials", low=0)
+    # -- soft labels, distillation, several sources, warm start, honest selection (issue 14) --
+    extra_data: list[str] = knob([], "extra training files PATH[:weight[:max_rows]] (comma-separated or repeated): "
+                                     "train only; rows whose prompt is in validation are dropped (leak guard)")
+    label_smoothing: float = knob(0.0, "label smoothing of the cross-entropy (target * (1 - e) + e / 3)",
+                                  low=0, high=1, high_open=True)
+    distill_ce: float = knob(1.0, "weight of CE(label) in the loss", low=0)
+    distill_kl: float = knob(0.0, "weight of KL(teacher || student); teacher = teacher_a/b/tie columns or --teacher",
+                             low=0)
+    distill_cos: float = knob(0.0, "weight of 1 - cos(teacher, student probabilities); 1st place LMSYS used "
+                                   "ce 0.2, kl 0.4, cos 0.4", low=0)
+    teacher: str = knob("", "run dir whose predictions are the teacher probabilities (its OOF rows where it has "
+                            "them, else predicted), cached in the run dir")
+    init_from: str = knob("", "start from this run's best weights (encoder or adapter, and head); "
+                              "fresh optimizer and schedule")
     train: TrainSettings = section(TrainSettings, help="training loop knobs (src/engine/settings.py)")
 
     def __post_init__(self) -> None:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..data.records import PairRecord
+from ..data.targets import targets_matrix, teachers_matrix
 from .features import features_matrix
 
 PROMPT_MARK, RESPONSE_MARK = "prompt:", "response:"  # plain words: every vocab has them
@@ -143,8 +144,10 @@ class PairEncoding:
     arch: str
     ids: dict[str, list[list[int]]]  # siamese: a, b; cross: ab (+ ba)
     style: np.ndarray  # (n, 2, F)
-    labels: np.ndarray  # (n,), -1 where unknown
+    labels: np.ndarray  # (n,), -1 where unknown or soft
     pad_id: int
+    targets: np.ndarray | None = None  # (n, 3) training distributions (one-hot or soft); None: from labels
+    teachers: np.ndarray | None = None  # (n, 3) teacher probabilities, NaN rows without a teacher
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -162,4 +165,7 @@ def encode_pairs(records: list[PairRecord], tokenizer, *, arch: str, max_len: in
     ids = encode_sequences(records, tokenizer, Budget(max_len, prompt_budget, keep), arch, swapped_too=both_orders)
     labels = np.array([-1 if r.label is None else r.label for r in records], dtype=np.int64)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    return PairEncoding(arch, ids, features_matrix(records), labels, pad)
+    labelled = [r for r in records if r.label is not None or r.target is not None]
+    targets = targets_matrix(records).astype(np.float32) if len(labelled) == len(records) and records else None
+    teachers = teachers_matrix(records).astype(np.float32) if any(r.teacher is not None for r in records) else None
+    return PairEncoding(arch, ids, features_matrix(records), labels, pad, targets, teachers)

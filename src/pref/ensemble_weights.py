@@ -123,10 +123,16 @@ def combine(probs: np.ndarray, weights: Sequence[float], temperature: float = 1.
     if w.shape != (probs.shape[0],) or not np.all(np.isfinite(w)) or (w < 0).any() or w.sum() <= 0:
         raise UsageError(f"weights must be {probs.shape[0]} finite numbers >= 0, not all 0; got {w.tolist()}")
     p = np.tensordot(w / w.sum(), probs, axes=1)
-    if temperature != 1.0:
-        z = np.log(np.clip(p, 1e-15, 1.0)) / temperature
-        p = np.exp(z - z.max(-1, keepdims=True))
-    return p / p.sum(-1, keepdims=True)
+    return temper(p / p.sum(-1, keepdims=True), temperature)
+
+
+def temper(p: np.ndarray, temperature: float) -> np.ndarray:
+    """q ~ p ** (1 / T), the ensemble temperature of a weights file (NaN rows stay NaN)."""
+    if temperature == 1.0:
+        return p
+    z = np.log(np.clip(np.asarray(p, dtype=np.float64), 1e-15, 1.0)) / temperature
+    q = np.exp(z - z.max(-1, keepdims=True))
+    return q / q.sum(-1, keepdims=True)
 
 
 def log_loss(p: np.ndarray, labels: np.ndarray) -> float:

@@ -87,3 +87,31 @@ def write_pseudo_labels(records: Sequence[PairRecord], probs: np.ndarray, runs: 
     atomic_write_text(out, df.to_csv(index=False, float_format=f"%.{DECIMALS}f"))
     atomic_write_text(report_path(out), json.dumps(report, indent=2) + "\n")
     return report
+
+
+def pseudo_label_file(runs: Sequence[str | os.PathLike], data: str | os.PathLike, out: str | os.PathLike, *,
+                      min_confidence: float = 0.0, weights: Sequence[float] | None = None, temperature: float = 1.0,
+                      log=print, **predict_kw) -> dict:
+    """Predict `data` with the runs' ensemble (+ swap TTA unless tta=False) and write the
+    pseudo-labelled training file; rows the reader quarantines are counted, not written."""
+    from ..data.arena import read_pairs
+    from .checkpoint import expand_runs
+    from .ensemble import predict_runs
+    from .ensemble_weights import temper
+    result = read_pairs(data)
+    run_dirs = expand_runs(runs)
+    probs, _, stats = predict_runs(run_dirs, result.records, weights=weights, log=log or (lambda s: None),
+                                   **predict_kw)
+    probs = temper(probs, temperature)
+    report = write_pseudo_labels(result.records, probs, [str(d) for d in run_dirs], out, min_confidence=min_confidence,
+                                 extra_report={"data": str(data), "rows_read": result.rows,
+                                               "rows_quarantined": len(result.quarantine),
+                                               "weights": None if weights is None else list(map(float, weights)),
+                                               "ensemble_temperature": temperature,
+                                               "tta": predict_kw.get("tta", True),
+                                               "seconds_model": sum(s.get("seconds_model", 0) for s in stats)})
+    if log:
+        log(f"[pseudo-label] wrote {out}: {report['rows_written']} of {result.rows} rows "
+            f"({report['dropped_below_min_confidence']} below --min-confidence {min_confidence}, "
+            f"{len(result.quarantine)} quarantined) from {len(run_dirs)} run(s); report {report_path(out)}")
+    return report

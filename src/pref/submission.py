@@ -134,7 +134,8 @@ def predict_file(runs: Sequence[str | os.PathLike], data: str | os.PathLike, out
                  weights: Sequence[float] | None = None, tta: bool = True, device: str = "auto",
                  precision: str = "auto", max_len: int | None = None, batch_size: int | None = None,
                  max_tokens: int | None = None, data_parallel: bool = True, report_path: str | os.PathLike | None = None,
-                 progress: bool = False, log: Callable[[str], None] | None = print) -> dict:
+                 progress: bool = False, log: Callable[[str], None] | None = print,
+                 ensemble_temperature: float = 1.0) -> dict:
     """Write `out` (id + three probabilities for every id of `data`, in input order)
     and a JSON report next to it; returns the report."""
     log = log or (lambda s: None)
@@ -148,6 +149,9 @@ def predict_file(runs: Sequence[str | os.PathLike], data: str | os.PathLike, out
     probs, prior, run_stats = predict_runs(run_dirs, records, weights=weights, log=log, device=device,
                                            precision=precision, tta=tta, max_len=max_len, batch_size=batch_size,
                                            max_tokens=max_tokens, data_parallel=data_parallel, progress=progress)
+    if ensemble_temperature != 1.0:  # from a weights file fitted on OOF (predict --fit-weights)
+        from .ensemble_weights import temper
+        probs = temper(probs, ensemble_temperature)
     failed = ~np.isfinite(probs).all(1)
 
     # Every input id gets exactly one row: its first parsed prediction, else the prior.
@@ -186,6 +190,7 @@ def predict_file(runs: Sequence[str | os.PathLike], data: str | os.PathLike, out
         "prior": np.round(prior, 6).tolist(), "prior_rows_list": list(fallback.values()),
         "rows_without_id": no_id, "duplicate_id_rows": duplicates,
         "runs": run_stats, "weights": None if weights is None else list(map(float, weights)),
+        "ensemble_temperature": ensemble_temperature,
         "tta": tta, "seconds": time.perf_counter() - t_start,
     }
     if records and run_stats:
@@ -194,9 +199,9 @@ def predict_file(runs: Sequence[str | os.PathLike], data: str | os.PathLike, out
         secs = sum(s.get("seconds_tokenize", 0) + s.get("seconds_model", 0) for s in run_stats)
         report["rows_per_s"] = len(records) / max(secs, 1e-9)  # all runs, tokenising included
         report["pad_fraction"] = 1.0 - real / max(padded, 1)
-    if result.has_labels:
-        y = np.array([r.label for r in records])
-        ok = ~failed
+    if result.has_labels and any(r.label is not None for r in records):
+        y = np.array([-1 if r.label is None else r.label for r in records])
+        ok = ~failed & (y >= 0)  # scored against hard (human) labels only
         report["metrics"] = {"rows": int(ok.sum()), "log_loss": log_loss(floor_probs(probs[ok]), y[ok]),
                              "accuracy": float((probs[ok].argmax(1) == y[ok]).mean()),
                              "log_loss_prior": log_loss(np.tile(prior, (int(ok.sum()), 1)), y[ok])}

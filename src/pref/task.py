@@ -5,15 +5,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ..data.records import SWAP_LABEL
+from ..data.records import SWAP_COLUMNS, SWAP_LABEL
 from ..engine.loop import TaskBase
 from .calibration import average_probs, fit_temperature, log_loss
 from .checkpoint import save_classifier
 from .collate import collate
 from .config import PrefConfig
 from .encode import PairEncoding
+from .losses import distillation_loss
 from .model import padded_tokens
 from .predict import predict_logits
 
@@ -43,11 +43,19 @@ class PrefTask(TaskBase):
         return int(batch["labels"].shape[0])
 
     def loss(self, model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-entropy against each row's target distribution (one-hot for a human label,
+        soft for a pseudo-label), plus the teacher terms when their weights are set."""
         ab, ba = model(batch["input_ids"], batch["attention_mask"], batch["style"], both_orders=batch["both_orders"])
         y = batch["labels"]
-        loss = F.cross_entropy(ab, y, reduction="sum")
-        if ba is not None:  # swap augmentation: the B-first order must predict the swapped label
-            loss = 0.5 * (loss + F.cross_entropy(ba, SWAP_LABEL_T.to(y.device)[y], reduction="sum"))
+        target = batch.get("targets", y)
+        teacher = batch.get("teachers")
+        kw = dict(w_ce=self.cfg.distill_ce, w_kl=self.cfg.distill_kl, w_cos=self.cfg.distill_cos,
+                  label_smoothing=self.cfg.label_smoothing)
+        loss = distillation_loss(ab, target, teacher, **kw)
+        if ba is not None:  # swap augmentation: the B-first order must predict the swapped target
+            swapped = target[:, SWAP_COLUMNS] if target.dim() == 2 else SWAP_LABEL_T.to(y.device)[y]
+            loss = 0.5 * (loss + distillation_loss(ba, swapped, None if teacher is None else teacher[:, SWAP_COLUMNS],
+                                                   **kw))
         return loss, torch.tensor(float(len(y)))
 
     def stats(self, batch: dict) -> tuple[int, int, int]:

@@ -31,9 +31,10 @@ from ..engine import plots
 from ..errors import UsageError
 from ..engine.loop import make_accelerator, run_summary, train
 from .calibration import average_probs, floor_probs, log_loss
-from .checkpoint import build_pref_model, load_pref_checkpoint, write_prior
+from .checkpoint import build_pref_model, init_from_run, load_pref_checkpoint, write_prior
 from .config import PrefConfig
 from .encode import encode_pairs
+from .training_data import TrainingSources, load_extra_sources, training_rows
 from .registry import check_max_len, encoder_config, load_encoder, resolve_model
 from .task import PrefTask
 
@@ -47,10 +48,10 @@ def load_records(cfg: PrefConfig, run_dir: Path) -> list[PairRecord]:
     path = cfg.data or str(demo_csv(cfg.demo_rows, seed=cfg.seed))
     result = read_pairs(path)
     write_report(result, run_dir / "data_report.json")
-    records = [r for r in result.records if r.label is not None]
+    records = [r for r in result.records if r.label is not None or r.target is not None]
     if len(records) < len(result.records):
         raise UsageError(f"{path}: {len(result.records) - len(records)} rows have no label: "
-                         "training needs winner_model_a/winner_model_b/winner_tie")
+                         "training needs winner_model_a/winner_model_b/winner_tie (one-hot or probabilities)")
     if result.quarantine:
         print(f"[data] {path}: {len(result.quarantine)} of {result.rows} rows quarantined "
               f"(see {run_dir / 'data_report.json'})")
@@ -67,6 +68,8 @@ def build(cfg: PrefConfig):
     if cfg.gradient_checkpointing:
         encoder.gradient_checkpointing_enable()
     model = build_pref_model(encoder, cfg)
+    if cfg.init_from:  # stage 2 from stage 1: its weights, this run's fresh optimizer and schedule
+        init_from_run(model, cfg.init_from, cfg)
     return model, tokenizer
 
 
@@ -92,21 +95,25 @@ def _write_predictions(path: Path, records: list[PairRecord], probs: np.ndarray)
 
 
 def train_split(cfg: PrefConfig, records: list[PairRecord], train_idx: list[int], val_idx: list[int],
-                run_dir: Path, *, resume: bool = False, trial_hook=None) -> dict:
-    """Train on train_idx, validate on val_idx; returns the final metrics dict."""
+                run_dir: Path, *, resume: bool = False, trial_hook=None,
+                extras: TrainingSources | None = None) -> dict:
+    """Train on train_idx (+ the extra sources), validate on the HARD rows of val_idx;
+    returns the final metrics dict."""
     run_dir.mkdir(parents=True, exist_ok=True)
     save_yaml(cfg, run_dir / "config.yaml", header=f"# python -m src.train_pref --config {run_dir / 'config.yaml'}")
     accelerator, choice = make_accelerator(cfg, run_dir)
     check_precision(choice.precision, resolve_model(cfg.model))
+    train_records, val_records = training_rows(cfg, records, train_idx, val_idx, run_dir, extras,
+                                               main_process=accelerator.is_main_process)
     model, tokenizer = build(cfg)
     enc_kw = dict(arch=cfg.arch, max_len=cfg.max_len, prompt_budget=cfg.prompt_budget, keep=cfg.keep)
-    train_enc = encode_pairs([records[i] for i in train_idx], tokenizer, both_orders=cfg.swap_aug, **enc_kw)
-    val_enc = encode_pairs([records[i] for i in val_idx], tokenizer, both_orders=cfg.swap_aug, **enc_kw)
+    train_enc = encode_pairs(train_records, tokenizer, both_orders=cfg.swap_aug, **enc_kw)
+    val_enc = encode_pairs(val_records, tokenizer, both_orders=cfg.swap_aug, **enc_kw)
     model.set_style_stats(torch.from_numpy(train_enc.style))
     if accelerator.is_main_process:
-        write_prior(run_dir, train_enc.labels)
+        write_prior(run_dir, train_enc.targets)
     task = PrefTask(cfg, train_enc, val_enc, tokenizer, accelerator.device.type)
-    accelerator.print(f"[run] {run_dir}: {len(train_idx)} train / {len(val_idx)} val pairs, "
+    accelerator.print(f"[run] {run_dir}: {len(train_records)} train / {len(val_records)} val pairs, "
                       f"{choice.device} {choice.precision}, {accelerator.num_processes} process(es), {cfg.model} {cfg.arch}")
     progress = train(cfg, task, model, run_dir, accelerator, resume=resume, trial_hook=trial_hook)
     if not progress.done:  # stopped early on purpose (--stop-after-steps): resume later
@@ -123,15 +130,15 @@ def train_split(cfg: PrefConfig, records: list[PairRecord], train_idx: list[int]
         "val_log_loss": log_loss(probs, y), "val_log_loss_uncalibrated": log_loss(raw, y),
         "val_accuracy": float((probs.argmax(1) == y).mean()), "temperature": temperature,
         **summary, "train_pairs_per_s": summary["train_examples_per_s"],
-        "n_train": len(train_idx), "n_val": len(val_idx),
-        "val_log_loss_class_prior": _prior_log_loss(train_enc.labels, y),
+        "n_train": len(train_records), "n_val": len(val_records),
+        "val_log_loss_class_prior": _prior_log_loss(train_enc.targets, y),
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
-    bayes = _bayes_log_loss([records[i] for i in val_idx])
+    bayes = _bayes_log_loss(val_records)
     if bayes is not None:
         metrics["val_bayes_log_loss"] = bayes
     if accelerator.is_main_process:
-        _write_predictions(run_dir / "val_predictions.csv", [records[i] for i in val_idx], probs)
+        _write_predictions(run_dir / "val_predictions.csv", val_records, probs)
         atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         ref = {"class prior": metrics["val_log_loss_class_prior"]}
         if bayes is not None:
@@ -147,8 +154,9 @@ def train_split(cfg: PrefConfig, records: list[PairRecord], train_idx: list[int]
     return metrics
 
 
-def _prior_log_loss(train_labels: np.ndarray, val_labels: np.ndarray) -> float:
-    prior = np.bincount(train_labels, minlength=3) / len(train_labels)
+def _prior_log_loss(train_targets: np.ndarray, val_labels: np.ndarray) -> float:
+    """The training rows' mean target distribution (soft rows count with their probabilities)."""
+    prior = np.asarray(train_targets, dtype=np.float64).mean(0)
     return log_loss(np.tile(prior, (len(val_labels), 1)), val_labels)
 
 
@@ -192,13 +200,15 @@ def run(cfg: PrefConfig, *, resume: bool = False, trial_hook=None) -> dict:
         cfg.out = str(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     records = load_records(cfg, run_dir)
+    extras = load_extra_sources(cfg)
     if not cfg.folds or cfg.fold >= 0:
         tr, va = split(cfg, records)
-        return train_split(cfg, records, tr, va, run_dir, resume=resume, trial_hook=trial_hook)
-    return run_all_folds(cfg, records, run_dir, resume=resume)
+        return train_split(cfg, records, tr, va, run_dir, resume=resume, trial_hook=trial_hook, extras=extras)
+    return run_all_folds(cfg, records, run_dir, resume=resume, extras=extras)
 
 
-def run_all_folds(cfg: PrefConfig, records: list[PairRecord], run_dir: Path, *, resume: bool) -> dict:
+def run_all_folds(cfg: PrefConfig, records: list[PairRecord], run_dir: Path, *, resume: bool,
+                  extras: TrainingSources | None = None) -> dict:
     from dataclasses import replace
     try:
         folds = fold_ids(records, cfg.folds, cfg.seed)
@@ -216,18 +226,20 @@ def run_all_folds(cfg: PrefConfig, records: list[PairRecord], run_dir: Path, *, 
         else:
             tr = [i for i, f in enumerate(folds) if f != k]
             va = [i for i, f in enumerate(folds) if f == k]
-            m = train_split(replace(cfg, fold=k, out=str(fold_dir)), records, tr, va, fold_dir, resume=resume)
+            m = train_split(replace(cfg, fold=k, out=str(fold_dir)), records, tr, va, fold_dir, resume=resume,
+                            extras=extras)
             if "stopped_at_step" in m:
                 return m
         per_fold.append(m)
         pred = pd.read_csv(fold_dir / "val_predictions.csv", dtype={"id": str})
         pos = {r.id: i for i, r in enumerate(records)}
         oof[[pos[i] for i in pred["id"]]] = pred[list(LABEL_NAMES)].to_numpy()
-    y = np.array([r.label for r in records])
-    metrics = {"cv_log_loss": log_loss(oof, y), "cv_accuracy": float((oof.argmax(1) == y).mean()),
+    hard = np.array([r.label is not None for r in records])  # validation scores hard rows only
+    y = np.array([-1 if r.label is None else r.label for r in records])
+    metrics = {"cv_log_loss": log_loss(oof[hard], y[hard]), "cv_accuracy": float((oof[hard].argmax(1) == y[hard]).mean()),
                "fold_val_log_loss": [m["val_log_loss"] for m in per_fold],
                "train_pairs_per_s": float(np.mean([m["train_pairs_per_s"] for m in per_fold])),
-               "folds": cfg.folds}
+               "folds": cfg.folds, "cv_rows": int(hard.sum())}
     metrics["val_log_loss"] = metrics["cv_log_loss"]
     _write_predictions(run_dir / "oof_predictions.csv", records, oof)
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")

@@ -1,0 +1,164 @@
+"""The rows one classifier run trains and validates on, from `--data`, `--extra-data` and `--teacher`.
+
+* validation: the fold's rows of `--data` that carry a HARD label (a soft row
+  of `--data` that falls in validation is neither scored nor trained on: its
+  prompt is a validation prompt), counted in data_report.json;
+* training: the fold's other rows of `--data`, then each extra source after
+  the leak guard and duplicate removal of `data.sources.merge_training`, with
+  the sources' weights applied as one seeded draw (`data.sources.epoch_rows`
+  at epoch 0: a weight-2 source appears twice, a weight-0.5 source by a
+  seeded half);
+* teacher probabilities from `--teacher RUN`: the teacher's out-of-fold
+  predictions for rows it has them for (it never trained on those), predicted
+  by the teacher for the rest, cached in `teacher_predictions.csv` in the run
+  dir (a teacher that trained on a row is over-confident on it: the cache
+  names which rows came from where).
+
+data_report.json gets a `sources` block per source and a `validation` block.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..config import atomic_write_text
+from ..data.arena import read_pairs
+from ..data.records import LABEL_NAMES, PairRecord
+from ..data.sources import SourceSpec, epoch_rows, merge_training, parse_source_spec
+from ..data.targets import label_kinds
+from ..errors import UsageError
+from .checkpoint import DATA_REPORT
+
+TEACHER_CACHE = "teacher_predictions.csv"
+
+
+@dataclass
+class TrainingSources:
+    """The extra sources as read, once per run (every fold filters them again)."""
+    specs: list[SourceSpec]
+    records: list[list[PairRecord]]
+    reports: list[dict]
+
+
+def load_extra_sources(cfg) -> TrainingSources | None:
+    if not cfg.extra_data:
+        return None
+    specs = [parse_source_spec(t) for t in cfg.extra_data]
+    recs, reports = [], []
+    for spec in specs:
+        result = read_pairs(spec.path)
+        unlabelled = [r.id for r in result.records if r.label is None and r.target is None]
+        if unlabelled:
+            raise UsageError(f"--extra-data {spec.path}: {len(unlabelled)} rows have no label (e.g. id {unlabelled[0]}): "
+                             "pseudo-label it first (python -m src.predict --pseudo-label)")
+        rep = result.report(max_listed=50)
+        recs.append(result.records)
+        reports.append({k: rep[k] for k in ("file", "rows", "ok", "quarantined", "reasons", "label_kinds")})
+    return TrainingSources(specs, recs, reports)
+
+
+def training_rows(cfg, records: Sequence[PairRecord], train_idx: Sequence[int], val_idx: Sequence[int],
+                  run_dir: Path, extras: TrainingSources | None, *,
+                  main_process: bool = True) -> tuple[list[PairRecord], list[PairRecord]]:
+    """(training records, validation records) of one split; updates data_report.json."""
+    val_hard = [i for i in val_idx if records[i].label is not None]
+    merged = merge_training(records, train_idx, val_idx,
+                            list(zip(extras.specs, extras.records)) if extras else [],
+                            primary_name=Path(cfg.data).name if cfg.data else "demo", primary_path=cfg.data,
+                            extra_reports=extras.reports if extras else None)
+    merged.blocks[0].val = len(val_hard)
+    rows = epoch_rows(merged.source, merged.weights, seed=cfg.seed, epoch=0)
+    train = [merged.records[i] for i in rows]
+    if cfg.teacher:
+        train = with_teacher(train, cfg.teacher, run_dir, main_process=main_process)
+    if not val_hard:
+        raise UsageError(f"{cfg.data or 'data'}: the validation split holds no hard-labelled rows "
+                         f"({len(val_idx)} soft rows): validation scores human labels only")
+    if main_process:
+        _update_report(run_dir, merged, rows, [records[i] for i in val_idx], len(val_hard))
+    return train, [records[i] for i in val_hard]
+
+
+def _update_report(run_dir: Path, merged, rows: np.ndarray, val_records: list[PairRecord], n_val_hard: int) -> None:
+    path = run_dir / DATA_REPORT
+    report = json.loads(path.read_text()) if path.exists() else {}
+    per_source = np.bincount(merged.source[rows], minlength=len(merged.blocks)) if len(rows) else np.zeros(len(merged.blocks))
+    blocks = []
+    for s, b in enumerate(merged.blocks):
+        d = b.as_dict()
+        d["train_draws"] = int(per_source[s])  # rows the run trains on after the sampling weight
+        d["label_kinds"] = label_kinds([r for r, src in zip(merged.records, merged.source) if src == s])
+        blocks.append(d)
+    report["sources"] = blocks
+    report["validation"] = {"rows": len(val_records), "scored_hard_rows": n_val_hard,
+                            "soft_rows_left_out": len(val_records) - n_val_hard,
+                            "note": "validation scores hard (human) labels only; a soft row in a validation "
+                                    "fold is neither scored nor trained on"}
+    atomic_write_text(path, json.dumps(report, indent=2) + "\n")
+
+
+# --- the teacher ---------------------------------------------------------------------
+
+def _teacher_oof(teacher: Path) -> pd.DataFrame | None:
+    for name in ("oof_predictions.csv", "val_predictions.csv"):
+        if (teacher / name).exists():
+            df = pd.read_csv(teacher / name, dtype={"id": str})
+            return df.dropna(subset=list(LABEL_NAMES))
+    return None
+
+
+def teacher_probabilities(records: Sequence[PairRecord], teacher: str | Path, run_dir: Path,
+                          **predict_kw) -> tuple[np.ndarray, list[str]]:
+    """(n, 3) teacher probabilities and where each row's came from ("oof" / "predicted" / "cache")."""
+    teacher = Path(teacher)
+    cache = run_dir / TEACHER_CACHE
+    ids = [r.id for r in records]
+    if cache.exists():
+        df = pd.read_csv(cache, dtype={"id": str})
+        if df["teacher"].iloc[0] == str(teacher) and set(ids) <= set(df["id"]):
+            df = df.drop_duplicates("id").set_index("id").loc[ids]
+            return df[list(LABEL_NAMES)].to_numpy(), df["origin"].tolist()
+    probs = np.full((len(records), 3), np.nan)
+    origin = ["predicted"] * len(records)
+    oof = _teacher_oof(teacher)
+    if oof is not None:
+        pos = dict(zip(oof["id"], oof[list(LABEL_NAMES)].to_numpy()))
+        for i, rid in enumerate(ids):
+            if rid in pos:
+                probs[i], origin[i] = pos[rid], "oof"
+    todo = [i for i, o in enumerate(origin) if o == "predicted"]
+    if todo:
+        from .checkpoint import expand_runs
+        from .ensemble import predict_runs
+        unique = {}
+        for i in todo:
+            unique.setdefault(records[i].id, records[i])
+        order = list(unique)
+        p, _, _ = predict_runs(expand_runs([teacher]), [unique[k] for k in order], **predict_kw)
+        at = dict(zip(order, p))
+        for i in todo:
+            probs[i] = at[records[i].id]
+    df = pd.DataFrame(probs, columns=list(LABEL_NAMES))
+    df.insert(0, "id", ids)
+    df["origin"], df["teacher"] = origin, str(teacher)
+    atomic_write_text(cache, df.to_csv(index=False))
+    return probs, origin
+
+
+def with_teacher(train: list[PairRecord], teacher: str, run_dir: Path, *, main_process: bool = True) -> list[PairRecord]:
+    """Training records with `teacher` set from --teacher (teacher columns in the file are replaced)."""
+    probs, origin = teacher_probabilities(train, teacher, run_dir)
+    out = []
+    for r, p in zip(train, probs):
+        t = None if not np.isfinite(p).all() else tuple(float(x) for x in p / p.sum())
+        out.append(dataclasses.replace(r, teacher=t))
+    print(f"[teacher] {teacher}: {origin.count('oof')} rows from its out-of-fold predictions, "
+          f"{origin.count('predicted')} predicted by it (in-sample where it trained on them), cached in "
+          f"{run_dir / TEACHER_CACHE}")
+    return out
