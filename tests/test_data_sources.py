@@ -124,3 +124,24 @@ def test_weight_one_everywhere_is_every_row_once_and_fractions_vary_by_epoch():
     e0 = epoch_rows(source, [1.0, 0.3], seed=0, epoch=0)
     e1 = epoch_rows(source, [1.0, 0.3], seed=0, epoch=1)
     assert len(e0) == len(e1) == 40 and not np.array_equal(e0, e1)
+
+
+def test_selection_slice_is_whole_prompt_groups_of_training_rows_and_guards_extras():
+    from types import SimpleNamespace
+
+    from src.pref.training_data import select_slice, training_rows
+    primary = _records(90, 4, "p")
+    tr, va = train_val_split(primary, n_folds=3, fold=0, seed=0)
+    keep, select, dropped = select_slice(primary, tr, 0.25, seed=0)
+    assert sorted(keep + select) == sorted(tr) and dropped == 0 and select
+    assert not {prompt_group(primary[i]) for i in keep} & {prompt_group(primary[i]) for i in select}
+    extra = _records(60, 5, "x")
+    cfg = SimpleNamespace(select_frac=0.25, seed=0, data="", teacher="")
+    import tempfile
+    from pathlib import Path
+    with tempfile.TemporaryDirectory() as d:
+        from src.pref.training_data import TrainingSources
+        rows = training_rows(cfg, primary, tr, va, Path(d), TrainingSources([SourceSpec("x.csv")], [extra], [{}]))
+    held = {prompt_group(r) for r in rows.select} | {prompt_group(r) for r in rows.val}
+    assert not held & {prompt_group(r) for r in rows.train}  # no training row shares a held-out prompt
+    assert {r.id for r in rows.select} == {primary[i].id for i in select}

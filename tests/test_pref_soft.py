@@ -126,3 +126,27 @@ def test_fitted_weights_file_drives_predict(tiny_model, files, tmp_path):
     p = pd.read_csv(sub)[list(LABEL_NAMES)].to_numpy()
     np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-5)
     assert predict_main(["--fit-weights", "--run", runs[0], "--run", str(tmp_path / "nope"), "--out", str(wj)]) == 2
+
+
+def test_temperature_and_checkpoint_come_from_the_selection_slice_not_validation(tiny_model, files, tmp_path):
+    m = run(_cfg(tiny_model, files / "train.csv", tmp_path / "honest", epochs=2, eval_every=4, select_frac=0.2))
+    lines = [json.loads(x) for x in (tmp_path / "honest" / "metrics.jsonl").read_text().splitlines()]
+    evals = [x for x in lines if "select_log_loss" in x]
+    assert len(evals) >= 3
+    # the best checkpoint is the eval with the lowest SELECTION loss, whatever validation said
+    assert m["best_step"] == min(evals, key=lambda x: x["select_log_loss"])["step"]
+    # a temperature refitted on the validation rows can only look better there: the in-sample figure
+    assert m["val_log_loss_in_sample_calibrated"] <= m["val_log_loss"] + 1e-9
+    assert set(m["figures"]) >= {"val_log_loss", "val_log_loss_uncalibrated", "val_log_loss_in_sample_calibrated",
+                                 "select_log_loss"}
+    rep = json.loads((tmp_path / "honest" / "data_report.json").read_text())
+    assert rep["selection"]["rows"] == m["n_select"] > 0
+    # every row is in exactly one of training, selection, validation
+    assert m["n_train"] + m["n_select"] + m["n_val"] == len(read_pairs(files / "train.csv").records)
+
+
+def test_select_frac_zero_is_the_in_sample_behaviour(tiny_model, files, tmp_path):
+    m = run(_cfg(tiny_model, files / "train.csv", tmp_path / "old", select_frac=0.0))
+    assert m["n_select"] == 0 and "select_log_loss" not in m
+    assert m["val_log_loss"] == pytest.approx(m["val_log_loss_in_sample_calibrated"], abs=1e-6)
+    assert "in-sample" in m["figures"]["val_log_loss"]

@@ -64,6 +64,10 @@ class PrefConfig:
                             "them, else predicted), cached in the run dir")
     init_from: str = knob("", "start from this run's best weights (encoder or adapter, and head); "
                               "fresh optimizer and schedule")
+    select_frac: float = knob(0.1, "grouped slice of the TRAINING rows held out to fit the temperature and choose the "
+                                   "best checkpoint, so validation figures are untouched by both (0 = fit and choose "
+                                   "on the validation split itself: in-sample figures, the old behaviour)",
+                              low=0, high=1, high_open=True)
     train: TrainSettings = section(TrainSettings, help="training loop knobs (src/engine/settings.py)")
 
     def __post_init__(self) -> None:

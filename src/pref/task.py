@@ -21,10 +21,16 @@ SWAP_LABEL_T = torch.tensor(SWAP_LABEL)
 
 
 class PrefTask(TaskBase):
-    monitor, monitor_mode = "val_log_loss", "min"
+    """With a `select` encoding (rows held out of TRAINING) the temperature is fitted and
+    the best checkpoint chosen there (monitor `select_log_loss`), so the val_* figures
+    are held out from both; without one, both happen on the validation rows (in-sample)."""
+    monitor_mode = "min"
 
-    def __init__(self, cfg: PrefConfig, train: PairEncoding, val: PairEncoding, tokenizer, device_type: str):
+    def __init__(self, cfg: PrefConfig, train: PairEncoding, val: PairEncoding, tokenizer, device_type: str,
+                 select: PairEncoding | None = None):
         self.cfg, self.train, self.val, self.tokenizer = cfg, train, val, tokenizer
+        self.select = select if select is not None and len(select) else None
+        self.monitor = "select_log_loss" if self.select is not None else "val_log_loss"
         self.pad_multiple = 8 if device_type in ("cuda", "xpu") else 1  # tensor-core friendly widths on GPUs
         self.temperature = 1.0
         self.last_val: tuple[np.ndarray, np.ndarray | None] | None = None
@@ -86,11 +92,19 @@ class PrefTask(TaskBase):
         ab, ba = self.predict(model, accelerator, self.val)
         y = self.val.labels
         raw = average_probs(ab, ba)
-        t = fit_temperature(ab, ba, y) if self.cfg.calibrate else 1.0
+        out: dict[str, float] = {}
+        if self.select is not None:
+            sab, sba = self.predict(model, accelerator, self.select)
+            ys = self.select.labels
+            t = fit_temperature(sab, sba, ys) if self.cfg.calibrate else 1.0
+            out = {"select_log_loss": log_loss(average_probs(sab, sba, t), ys),
+                   "select_log_loss_uncalibrated": log_loss(average_probs(sab, sba), ys)}
+        else:
+            t = fit_temperature(ab, ba, y) if self.cfg.calibrate else 1.0
         cal = average_probs(ab, ba, t)
         self.temperature, self.last_val = t, (ab, ba)
         return {"val_log_loss": log_loss(cal, y), "val_log_loss_uncalibrated": log_loss(raw, y),
-                "val_accuracy": float((cal.argmax(1) == y).mean()), "temperature": t}
+                "val_accuracy": float((cal.argmax(1) == y).mean()), "temperature": t, **out}
 
     def save_best(self, model, folder: Path) -> None:
         """What prediction needs (the layout's owner, pref/checkpoint.py, writes it)."""

@@ -30,7 +30,7 @@ from ..device import DeviceChoice, check_precision
 from ..engine import plots
 from ..errors import UsageError
 from ..engine.loop import make_accelerator, run_summary, train
-from .calibration import average_probs, floor_probs, log_loss
+from .calibration import average_probs, fit_temperature, floor_probs, log_loss
 from .checkpoint import build_pref_model, init_from_run, load_pref_checkpoint, write_prior
 from .config import PrefConfig
 from .encode import encode_pairs
@@ -103,17 +103,19 @@ def train_split(cfg: PrefConfig, records: list[PairRecord], train_idx: list[int]
     save_yaml(cfg, run_dir / "config.yaml", header=f"# python -m src.train_pref --config {run_dir / 'config.yaml'}")
     accelerator, choice = make_accelerator(cfg, run_dir)
     check_precision(choice.precision, resolve_model(cfg.model))
-    train_records, val_records = training_rows(cfg, records, train_idx, val_idx, run_dir, extras,
-                                               main_process=accelerator.is_main_process)
+    rows = training_rows(cfg, records, train_idx, val_idx, run_dir, extras, main_process=accelerator.is_main_process)
+    train_records, select_records, val_records = rows.train, rows.select, rows.val
     model, tokenizer = build(cfg)
     enc_kw = dict(arch=cfg.arch, max_len=cfg.max_len, prompt_budget=cfg.prompt_budget, keep=cfg.keep)
     train_enc = encode_pairs(train_records, tokenizer, both_orders=cfg.swap_aug, **enc_kw)
     val_enc = encode_pairs(val_records, tokenizer, both_orders=cfg.swap_aug, **enc_kw)
+    select_enc = encode_pairs(select_records, tokenizer, both_orders=cfg.swap_aug, **enc_kw) if select_records else None
     model.set_style_stats(torch.from_numpy(train_enc.style))
     if accelerator.is_main_process:
         write_prior(run_dir, train_enc.targets)
-    task = PrefTask(cfg, train_enc, val_enc, tokenizer, accelerator.device.type)
-    accelerator.print(f"[run] {run_dir}: {len(train_records)} train / {len(val_records)} val pairs, "
+    task = PrefTask(cfg, train_enc, val_enc, tokenizer, accelerator.device.type, select=select_enc)
+    accelerator.print(f"[run] {run_dir}: {len(train_records)} train / {len(select_records)} select / "
+                      f"{len(val_records)} val pairs, "
                       f"{choice.device} {choice.precision}, {accelerator.num_processes} process(es), {cfg.model} {cfg.arch}")
     progress = train(cfg, task, model, run_dir, accelerator, resume=resume, trial_hook=trial_hook)
     if not progress.done:  # stopped early on purpose (--stop-after-steps): resume later
@@ -130,10 +132,15 @@ def train_split(cfg: PrefConfig, records: list[PairRecord], train_idx: list[int]
         "val_log_loss": log_loss(probs, y), "val_log_loss_uncalibrated": log_loss(raw, y),
         "val_accuracy": float((probs.argmax(1) == y).mean()), "temperature": temperature,
         **summary, "train_pairs_per_s": summary["train_examples_per_s"],
-        "n_train": len(train_records), "n_val": len(val_records),
+        "n_train": len(train_records), "n_val": len(val_records), "n_select": len(select_records),
+        "val_log_loss_in_sample_calibrated": log_loss(floor_probs(average_probs(ab, ba, fit_temperature(ab, ba, y))), y),
+        "figures": _figures(bool(select_records)),
         "val_log_loss_class_prior": _prior_log_loss(train_enc.targets, y),
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
+    if select_enc is not None:  # the selection slice's own figure (in-sample for temperature and checkpoint)
+        sab, sba = task.predict(best, accelerator, select_enc)
+        metrics["select_log_loss"] = log_loss(floor_probs(average_probs(sab, sba, temperature)), select_enc.labels)
     bayes = _bayes_log_loss(val_records)
     if bayes is not None:
         metrics["val_bayes_log_loss"] = bayes
@@ -152,6 +159,21 @@ def train_split(cfg: PrefConfig, records: list[PairRecord], train_idx: list[int]
                       f"accuracy {metrics['val_accuracy']:.3f}, {metrics['train_pairs_per_s']:.1f} pairs/s, "
                       f"peak memory {metrics['peak_rss_mb'] / 1024:.2f} GiB -> {run_dir}")
     return metrics
+
+
+def _figures(held_out: bool) -> dict[str, str]:
+    """What each validation number in metrics.json is: honest names for calibrated vs not, in- vs out-of-sample."""
+    where = ("the selection slice held out of training (select_log_loss)" if held_out
+             else "the validation rows themselves (in-sample: --select-frac 0)")
+    return {
+        "val_log_loss": f"calibrated; temperature fitted and checkpoint chosen on {where}"
+                        + ("; held out from both" if held_out else ""),
+        "val_log_loss_uncalibrated": "temperature 1; checkpoint chosen on " + where,
+        "val_log_loss_in_sample_calibrated": "temperature refitted on the validation rows themselves (optimistic; "
+                                             "the figure older runs reported as val_log_loss)",
+        **({"select_log_loss": "in-sample: the rows the temperature was fitted and the checkpoint chosen on"}
+           if held_out else {}),
+    }
 
 
 def _prior_log_loss(train_targets: np.ndarray, val_labels: np.ndarray) -> float:

@@ -1,5 +1,8 @@
 """The rows one classifier run trains and validates on, from `--data`, `--extra-data` and `--teacher`.
 
+* selection (`--select-frac`, default 0.1): whole prompt groups of the fold's
+  training rows held out of training; the temperature is fitted and the best
+  checkpoint chosen on their hard rows, so validation figures are untouched;
 * validation: the fold's rows of `--data` that carry a HARD label (a soft row
   of `--data` that falls in validation is neither scored nor trained on: its
   prompt is a validation prompt), counted in data_report.json;
@@ -63,16 +66,41 @@ def load_extra_sources(cfg) -> TrainingSources | None:
     return TrainingSources(specs, recs, reports)
 
 
+@dataclass
+class SplitRows:
+    train: list[PairRecord]
+    select: list[PairRecord]  # held out of training: temperature + checkpoint choice (empty: use val)
+    val: list[PairRecord]  # hard rows of the validation fold: scored only
+
+
+def select_slice(records: Sequence[PairRecord], train_idx: Sequence[int], frac: float,
+                 seed: int) -> tuple[list[int], list[int], int]:
+    """(train rows kept, select rows, soft rows dropped): whole prompt groups of the
+    training rows, about `frac` of them; only hard rows are scored, a soft row of a
+    select group is dropped (its prompt is a selection prompt)."""
+    from ..data.split import train_val_split
+    if not frac:
+        return list(train_idx), [], 0
+    sub = [records[i] for i in train_idx]
+    keep, held = train_val_split(sub, val_frac=frac, seed=seed + 7919)  # another draw than the folds
+    select = [train_idx[j] for j in held if sub[j].label is not None]
+    return [train_idx[j] for j in keep], select, len(held) - len(select)
+
+
 def training_rows(cfg, records: Sequence[PairRecord], train_idx: Sequence[int], val_idx: Sequence[int],
-                  run_dir: Path, extras: TrainingSources | None, *,
-                  main_process: bool = True) -> tuple[list[PairRecord], list[PairRecord]]:
-    """(training records, validation records) of one split; updates data_report.json."""
+                  run_dir: Path, extras: TrainingSources | None, *, main_process: bool = True) -> SplitRows:
+    """Training, selection and validation records of one split; updates data_report.json.
+    The leak guard keeps extra rows off the prompts of validation AND selection rows."""
     val_hard = [i for i in val_idx if records[i].label is not None]
-    merged = merge_training(records, train_idx, val_idx,
+    train_idx, select_idx, soft_in_select = select_slice(records, list(train_idx), cfg.select_frac, cfg.seed)
+    if cfg.select_frac and len(select_idx) < 10:
+        raise UsageError(f"--select-frac {cfg.select_frac}: only {len(select_idx)} hard training rows held out "
+                         "to fit the temperature and choose the checkpoint; raise it or use 0")
+    merged = merge_training(records, train_idx, list(val_idx) + select_idx,
                             list(zip(extras.specs, extras.records)) if extras else [],
                             primary_name=Path(cfg.data).name if cfg.data else "demo", primary_path=cfg.data,
                             extra_reports=extras.reports if extras else None)
-    merged.blocks[0].val = len(val_hard)
+    merged.blocks[0].val = len(val_hard)  # its `train` counts exclude the selection slice
     rows = epoch_rows(merged.source, merged.weights, seed=cfg.seed, epoch=0)
     train = [merged.records[i] for i in rows]
     if cfg.teacher:
@@ -81,11 +109,13 @@ def training_rows(cfg, records: Sequence[PairRecord], train_idx: Sequence[int], 
         raise UsageError(f"{cfg.data or 'data'}: the validation split holds no hard-labelled rows "
                          f"({len(val_idx)} soft rows): validation scores human labels only")
     if main_process:
-        _update_report(run_dir, merged, rows, [records[i] for i in val_idx], len(val_hard))
-    return train, [records[i] for i in val_hard]
+        _update_report(run_dir, merged, rows, [records[i] for i in val_idx], len(val_hard),
+                       {"rows": len(select_idx), "soft_rows_dropped": soft_in_select, "frac": cfg.select_frac})
+    return SplitRows(train, [records[i] for i in select_idx], [records[i] for i in val_hard])
 
 
-def _update_report(run_dir: Path, merged, rows: np.ndarray, val_records: list[PairRecord], n_val_hard: int) -> None:
+def _update_report(run_dir: Path, merged, rows: np.ndarray, val_records: list[PairRecord], n_val_hard: int,
+                   select: dict) -> None:
     path = run_dir / DATA_REPORT
     report = json.loads(path.read_text()) if path.exists() else {}
     per_source = np.bincount(merged.source[rows], minlength=len(merged.blocks)) if len(rows) else np.zeros(len(merged.blocks))
@@ -100,6 +130,7 @@ def _update_report(run_dir: Path, merged, rows: np.ndarray, val_records: list[Pa
                             "soft_rows_left_out": len(val_records) - n_val_hard,
                             "note": "validation scores hard (human) labels only; a soft row in a validation "
                                     "fold is neither scored nor trained on"}
+    report["selection"] = {**select, "note": "held out of training: fits the temperature and chooses the checkpoint"}
     atomic_write_text(path, json.dumps(report, indent=2) + "\n")
 
 
