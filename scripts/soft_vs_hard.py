@@ -119,7 +119,7 @@ def encoder_student(train_df, targets: np.ndarray, eval_df, seed: int, args, wor
     out = work / path.stem
     cfg = PrefConfig(model=args.model, data=str(path), out=str(out), max_len=args.max_len, epochs=args.epochs,
                      batch_size=args.batch_size, lr=args.lr, calibrate=False, seed=seed, progress=False,
-                     eval_every=0, precision="fp32")
+                     eval_every=0, precision="fp32", select_frac=0.0)
     n = len(train_df)
     train_split(cfg, records, list(range(n)), list(range(n, len(records))), out)
     import pandas as pd

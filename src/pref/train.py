@@ -112,7 +112,9 @@ def train_split(cfg: PrefConfig, records: list[PairRecord], train_idx: list[int]
     select_enc = encode_pairs(select_records, tokenizer, both_orders=cfg.swap_aug, **enc_kw) if select_records else None
     model.set_style_stats(torch.from_numpy(train_enc.style))
     if accelerator.is_main_process:
-        write_prior(run_dir, train_enc.targets)
+        # the class prior of every non-validation row the run used: training rows and the selection slice
+        sel = np.eye(3)[select_enc.labels] if select_enc is not None else np.zeros((0, 3))
+        write_prior(run_dir, np.concatenate([train_enc.targets, sel]))
     task = PrefTask(cfg, train_enc, val_enc, tokenizer, accelerator.device.type, select=select_enc)
     accelerator.print(f"[run] {run_dir}: {len(train_records)} train / {len(select_records)} select / "
                       f"{len(val_records)} val pairs, "
