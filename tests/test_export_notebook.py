@@ -68,7 +68,9 @@ def test_export_holds_no_local_paths_and_the_training_rows_prior(exported, tiny_
     prior = json.loads((exported / model["path"] / "prior.json").read_text())["prior"]
     metrics = json.loads((tiny_run / "metrics.json").read_text())
     counts = json.loads((tiny_run / "prior.json").read_text())["counts"]
-    assert sum(counts) == metrics["n_train"] < metrics["n_train"] + metrics["n_val"]
+    # the rows the run used outside validation: training rows and the selection slice (--select-frac)
+    used = metrics["n_train"] + metrics.get("n_select", 0)
+    assert sum(counts) == used < used + metrics["n_val"]
     assert np.allclose(prior, (np.array(counts) + 1) / (sum(counts) + 3))
     assert 100 < metrics["peak_rss_mb"] < 64 * 1024  # (issue 13, item 12) the run's peak memory is recorded
 

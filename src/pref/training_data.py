@@ -39,6 +39,7 @@ from ..errors import UsageError
 from .checkpoint import DATA_REPORT
 
 TEACHER_CACHE = "teacher_predictions.csv"
+MIN_SELECT_ROWS = 10  # below this a fitted temperature is noise
 
 
 @dataclass
@@ -92,10 +93,14 @@ def training_rows(cfg, records: Sequence[PairRecord], train_idx: Sequence[int], 
     """Training, selection and validation records of one split; updates data_report.json.
     The leak guard keeps extra rows off the prompts of validation AND selection rows."""
     val_hard = [i for i in val_idx if records[i].label is not None]
-    train_idx, select_idx, soft_in_select = select_slice(records, list(train_idx), cfg.select_frac, cfg.seed)
-    if cfg.select_frac and len(select_idx) < 10:
-        raise UsageError(f"--select-frac {cfg.select_frac}: only {len(select_idx)} hard training rows held out "
-                         "to fit the temperature and choose the checkpoint; raise it or use 0")
+    kept, select_idx, soft_in_select = select_slice(records, list(train_idx), cfg.select_frac, cfg.seed)
+    if cfg.select_frac and len(select_idx) < MIN_SELECT_ROWS:
+        # too few rows to fit a temperature on: say so, and fall back to the in-sample
+        # behaviour (metrics.json["figures"] then names the figures in-sample)
+        print(f"[select] --select-frac {cfg.select_frac} holds out only {len(select_idx)} hard rows "
+              f"(< {MIN_SELECT_ROWS}): temperature and checkpoint chosen on the validation rows (in-sample)")
+        kept, select_idx, soft_in_select = list(train_idx), [], 0
+    train_idx = kept
     merged = merge_training(records, train_idx, list(val_idx) + select_idx,
                             list(zip(extras.specs, extras.records)) if extras else [],
                             primary_name=Path(cfg.data).name if cfg.data else "demo", primary_path=cfg.data,
