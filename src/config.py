@@ -1,5 +1,9 @@
 """Typed dataclass configs: defaults < YAML file < command-line flags.
 
+(Over 400 lines on purpose: flag generation, YAML loading, section routing and
+field validation are one mechanism; split apart, each half would need the
+other's private view of a field's metadata.)
+
 Every field of a config dataclass becomes a `--field-name` flag (help text from
 the field's `metadata["help"]`), so a new knob needs one line in one place. The
 resolved config is written next to every run (`config.yaml`) and reloading that

@@ -1,6 +1,7 @@
 """The training loop shared by the classifier and the generative stages.
 
-One visible loop (nanoGPT style). A stage plugs in through a `Task`
+One visible loop (nanoGPT style); over 400 lines because the loop is kept in
+one readable piece rather than scattered over helpers. A stage plugs in through a `Task`
 (subclass `TaskBase` for the optional parts):
 
     lengths()            per-example lengths, for length-grouped batches

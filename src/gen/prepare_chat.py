@@ -116,7 +116,7 @@ def prepare(cfg: PrepareChatConfig, out: str, overwrite: bool = False) -> dict:
             "tokenizer_len": len(tok), "embedding_multiple_of": 64,
             "chat_template": uses_chat_template(tok, cfg.tok_cfg), "tokenize": config_dict(cfg.tok_cfg),
             "seed": cfg.seed}
-    config_text = "# resolved by src.data.prepare_chat\n" + yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    config_text = "# resolved by src.gen.prepare_chat\n" + yaml.safe_dump(to_dict(cfg), sort_keys=False)
     save_tokenized(out, {"train": train, "val": val}, tok, meta, report, {"config.yaml": config_text}, overwrite)
     return report
 

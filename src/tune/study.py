@@ -1,5 +1,8 @@
 """Run a sweep: storage, sampler, pruner, and the loop each worker runs.
 
+(Over 400 lines: the slot accounting, heartbeat and interrupted-trial rules
+below are one protocol between workers and are read together.)
+
 One trial is one `train_pref` run (`run(cfg, trial_hook=...)`) in
 `<out>/trials/<number>/`. After every eval the hook reports the validation
 log loss to optuna; the pruner may stop the trial there.
