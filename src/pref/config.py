@@ -47,7 +47,7 @@ class PrefConfig:
     length_chunks: int = knob(4, "run each batch's sequences through the encoder in this many length-sorted "
                                  "chunks (less padding; 1 = one call)", low=1)
     eval_max_tokens: int = knob(16384, "padded tokens per inference batch (length-sorted batching)", low=1)
-    gradient_checkpointing: bool = knob(False, "recompute activations in backward to save memory")
+    gradient_checkpointing: bool = knob(True, "recompute activations in backward: the default job's peak memory 3.94 -> 1.68 GiB on CPU with the same loss (attention probabilities are not kept); false is ~20-30%% faster on a GPU with memory to spare")
     trust_remote_code: bool = knob(False, "allow model repos with custom code (off unless you trust it)")
     max_rows: int = knob(0, "use only the first N rows of the data (0 = all); for quick trials", low=0)
     # -- soft labels, distillation, several sources, warm start, honest selection (issue 14) --

@@ -66,7 +66,8 @@ def build(cfg: PrefConfig):
     torch.manual_seed(cfg.seed)  # the head's initialisation is part of the run's config
     encoder, tokenizer = load_encoder(cfg.model, trust_remote_code=cfg.trust_remote_code)
     if cfg.gradient_checkpointing:
-        encoder.gradient_checkpointing_enable()
+        # non-reentrant: works with DDP and with frozen inputs (the reentrant form drops their gradients)
+        encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = build_pref_model(encoder, cfg)
     if cfg.init_from:  # stage 2 from stage 1: its weights, this run's fresh optimizer and schedule
         init_from_run(model, cfg.init_from, cfg)
