@@ -113,3 +113,15 @@ def merge_folder(model: Any, tokenizer: Any, out: Path) -> None:
     if out.exists():
         raise UsageError(f"--merge: {out} exists; choose another --out")
     tmp.rename(out)
+
+
+def merge_run(run: str | Path) -> Path:
+    """python -m src.train_pref --merge RUN: RUN/merged/ (backbone/, head.safetensors, tokenizer/)."""
+    from .checkpoint import best_folder, load_pref_checkpoint
+    folder = best_folder(run)
+    if not (read_meta(folder) or {}).get("lora"):
+        raise UsageError(f"--merge {run}: not a LoRA run (its checkpoint already holds the full weights)")
+    model, tokenizer, _, _ = load_pref_checkpoint(folder)
+    out = Path(run) / "merged"
+    merge_folder(model, tokenizer, out)
+    return out

@@ -328,7 +328,8 @@ def backbone_from_config(cfg: Any, *, device: str = "cpu", dtype: torch.dtype = 
                       attn=getattr(cfg, "attn", None) or None,
                       gradient_checkpointing=getattr(cfg, "gradient_checkpointing", False),
                       trust_remote_code=getattr(cfg, "trust_remote_code", False), log=log)
-    check_pooling(getattr(cfg, "pooling", default_pooling(b.decoder)), b.decoder)
+    pooling = getattr(cfg, "pooling", "auto")
+    check_pooling(default_pooling(b.decoder) if pooling == "auto" else pooling, b.decoder)
     return b
 
 

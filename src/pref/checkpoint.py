@@ -28,9 +28,11 @@ import numpy as np
 from ..config import atomic_write_text, from_dict, load_yaml, save_yaml
 from ..engine.checkpoint import load_weights, save_weights
 from .config import PrefConfig
+from .backbone import lora_spec_from_config
 from .model import PrefModel
 
 CHECKPOINT_FILES = ("model.safetensors", "config.yaml", "calibration.json")
+OPTIONAL_CHECKPOINT_FILES = ("backbone.json",)  # LoRA runs: which base the adapters belong to
 CHECKPOINT_DIRS = ("encoder", "tokenizer")
 EXPORT_EXTRA_FILES = ("prior.json", "metrics.json")
 PRIOR, METRICS, DATA_REPORT = "prior.json", "metrics.json", "data_report.json"
@@ -95,8 +97,16 @@ def expand_runs(paths: Sequence[str | os.PathLike]) -> list[Path]:
 # --- writing ---------------------------------------------------------------------
 
 def save_classifier(folder: Path, model: PrefModel, tokenizer, cfg: PrefConfig, temperature: float) -> None:
-    """What prediction needs (CHECKPOINT_FILES + CHECKPOINT_DIRS), and nothing it would have to download."""
-    save_weights(model, folder / "model.safetensors")
+    """What prediction needs (CHECKPOINT_FILES + CHECKPOINT_DIRS), and nothing it would have to download.
+    A LoRA run stores adapters + head only, and backbone.json naming its base (pref/adapters.py)."""
+    from . import adapters
+    if adapters.is_lora_model(model):
+        adapters.save_own_weights(model, folder / "model.safetensors")
+        adapters.write_meta(folder, base=cfg.model, lora=lora_spec_from_config(cfg), decoder=model.decoder,
+                            pooling=model.pooling, attn=cfg.attn or None,
+                            targets=sorted(next(iter(model.encoder.peft_config.values())).target_modules))
+    else:
+        save_weights(model, folder / "model.safetensors")
     model.encoder.config.save_pretrained(folder / "encoder")
     tokenizer.save_pretrained(folder / "tokenizer")
     save_yaml(cfg, folder / "config.yaml")
@@ -143,22 +153,35 @@ def init_from_run(model: PrefModel, path: str | os.PathLike, cfg: PrefConfig) ->
     for name in ("arch", "pooling", "head_hidden", "style_features"):
         if getattr(src, name) != getattr(cfg, name):
             raise UsageError(f"--init-from {path}: its {name} is {getattr(src, name)!r}, this run's is {getattr(cfg, name)!r}")
-    try:
-        load_weights(model, folder / "model.safetensors")
+    from . import adapters
+    try:  # a LoRA run's file holds adapters + head only; a full run's file holds everything
+        if adapters.is_lora_model(model):
+            adapters.load_own_weights(model, folder / "model.safetensors")
+        else:
+            load_weights(model, folder / "model.safetensors")
     except (RuntimeError, KeyError, ValueError) as e:
         raise UsageError(f"--init-from {path}: weights do not fit this model ({str(e).splitlines()[0][:200]})") from None
     return folder
 
 
-def load_pref_checkpoint(path: str | os.PathLike):
+def load_pref_checkpoint(path: str | os.PathLike, *, load_in_4bit: bool = False, load_in_8bit: bool = False,
+                         device: str = "cpu"):
     """(model in eval mode, tokenizer, config, temperature). Nothing is downloaded:
     the encoder is rebuilt from its saved config and filled from safetensors."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from . import adapters
     folder = best_folder(path)
     cfg = load_config(folder)
-    enc_cfg = AutoConfig.from_pretrained(folder / "encoder")
-    model = build_pref_model(AutoModel.from_config(enc_cfg), cfg)
-    load_weights(model, folder / "model.safetensors")
+    meta = adapters.read_meta(folder)
+    if meta and meta.get("lora"):  # base + adapter: the base is rebuilt from its name, the file fills the rest
+        base = adapters.load_base_for(meta, load_in_4bit=load_in_4bit, load_in_8bit=load_in_8bit,
+                                      device=device, log=None)
+        model = build_pref_model(base.model, cfg)
+        adapters.load_own_weights(model, folder / "model.safetensors")
+    else:
+        enc_cfg = AutoConfig.from_pretrained(folder / "encoder")
+        model = build_pref_model(AutoModel.from_config(enc_cfg), cfg)
+        load_weights(model, folder / "model.safetensors")
     tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
     cal = folder / "calibration.json"
     temperature = json.loads(cal.read_text())["temperature"] if cal.exists() else 1.0

@@ -31,7 +31,8 @@ class PrefConfig:
     fold: int = knob(-1, "which fold to train with --folds K (-1 = all folds, writes out-of-fold predictions)", low=-1)
     arch: str = knob("siamese", "siamese (shared encoder per side) | cross (prompt+A+B in one sequence)",
                      choices=["siamese", "cross"])
-    pooling: str = knob("mean", "mean | cls", choices=["mean", "cls"])
+    pooling: str = knob("auto", "auto (last for decoders, mean for encoders) | mean | cls | last",
+                        choices=["auto", "mean", "cls", "last"])
     max_len: int = knob(256, "token budget per sequence (per side for siamese)", low=MIN_MAX_LEN,
                         why="below that a sequence holds little but its prompt/response markers")
     prompt_budget: int = knob(64, "max tokens of each prompt turn (siamese) / of the prompt (cross)", low=1)
@@ -68,6 +69,18 @@ class PrefConfig:
                                    "best checkpoint, so validation figures are untouched by both (0 = fit and choose "
                                    "on the validation split itself: in-sample figures, the old behaviour)",
                               low=0, high=1, high_open=True)
+    # -- decoder backbones, LoRA, quantisation (issue 12: pref/backbone.py, pref/adapters.py) --
+    lora: bool = knob(False, "train LoRA adapters (peft) on a frozen backbone; the head always trains")
+    lora_r: int = knob(16, "LoRA rank", low=1)
+    lora_alpha: int = knob(32, "LoRA alpha (scale = alpha / r)", low=1)
+    lora_dropout: float = knob(0.05, "dropout on the LoRA input", low=0, high=1, high_open=True)
+    lora_targets: str = knob("", "comma-separated module names LoRA adapts (empty = every linear layer)")
+    lora_lr_mult: float = knob(1.0, "adapter learning rate = lr * this (the head uses --head-lr-mult)",
+                               low=0, low_open=True)
+    load_in_4bit: bool = knob(False, "QLoRA: nf4 base weights (bitsandbytes, CUDA only; needs --lora)")
+    load_in_8bit: bool = knob(False, "int8 base weights (bitsandbytes, CUDA only; needs --lora)")
+    attn: str = knob("", "attention kernel: eager | sdpa | flash_attention_2 (empty = sdpa; eager for Gemma-2)",
+                     choices=["", "eager", "sdpa", "flash_attention_2"])
     train: TrainSettings = section(TrainSettings, help="training loop knobs (src/engine/settings.py)")
 
     def __post_init__(self) -> None:

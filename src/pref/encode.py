@@ -162,7 +162,13 @@ class PairEncoding:
 def encode_pairs(records: list[PairRecord], tokenizer, *, arch: str, max_len: int, prompt_budget: int,
                  keep: str = "last", both_orders: bool = True) -> PairEncoding:
     """The classifier's input for `records`, built the same way in training and prediction."""
-    ids = encode_sequences(records, tokenizer, Budget(max_len, prompt_budget, keep), arch, swapped_too=both_orders)
+    if arch == "cross" and getattr(tokenizer, "chat_template", None):
+        # decoders with a chat template read one judge turn (pref/judge.py); prompt_budget caps each prompt turn
+        from .judge import JudgeBudget, JudgeEncoder
+        ids = JudgeEncoder(tokenizer).encode_records(records, JudgeBudget(max_len, prompt_turn_cap=prompt_budget,
+                                                                          keep=keep), both_orders=both_orders)
+    else:
+        ids = encode_sequences(records, tokenizer, Budget(max_len, prompt_budget, keep), arch, swapped_too=both_orders)
     labels = np.array([-1 if r.label is None else r.label for r in records], dtype=np.int64)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     labelled = [r for r in records if r.label is not None or r.target is not None]

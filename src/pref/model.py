@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .backbone import check_pooling, hidden_states, is_decoder_config, pool  # noqa: F401  (pool: re-exported)
+from .backbone import hidden_size as backbone_hidden_size
 from .features import N_FEATURES
 
 
@@ -41,11 +43,6 @@ def padded_tokens(attention_mask: torch.Tensor, k: int) -> int:
     return sum(len(rows) * width for rows, width in length_chunks(attention_mask, k))
 
 
-def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
-    if how == "cls":
-        return hidden[:, 0]
-    m = mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 
 class PrefModel(nn.Module):
@@ -54,14 +51,16 @@ class PrefModel(nn.Module):
         super().__init__()
         if arch not in ("siamese", "cross"):
             raise ValueError(f"arch must be siamese or cross, got {arch!r}")
-        if pooling not in ("mean", "cls"):
-            raise ValueError(f"pooling must be mean or cls, got {pooling!r}")
+        self.decoder = is_decoder_config(encoder.config)
+        if pooling == "auto":
+            pooling = "last" if self.decoder else "mean"
+        check_pooling(pooling, self.decoder)
         self.encoder, self.arch, self.pooling, self.use_style = encoder, arch, pooling, style
         self.chunks = chunks
         for name, p in encoder.named_parameters():
             if name.startswith("pooler."):  # BERT's pooler is unused (we pool ourselves): freeze it so
                 p.requires_grad_(False)      # DDP does not wait for gradients that never come
-        hidden = encoder.config.hidden_size
+        hidden = backbone_hidden_size(encoder.config)
         self.head_in = (4 * hidden if arch == "siamese" else hidden) + (3 * N_FEATURES if style else 0)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.head_in, head_hidden), nn.GELU(),
                                   nn.Dropout(dropout), nn.Linear(head_hidden, 3))
@@ -88,8 +87,7 @@ class PrefModel(nn.Module):
         parts, rows = [], []
         for idx, width in length_chunks(attention_mask, self.chunks):
             ids, mask = input_ids[idx, :width], attention_mask[idx, :width]
-            out = self.encoder(input_ids=ids, attention_mask=mask)
-            parts.append(pool(out.last_hidden_state, mask, self.pooling))
+            parts.append(pool(hidden_states(self.encoder, ids, mask, self.decoder), mask, self.pooling))
             rows.append(idx)
         if len(parts) == 1:
             return parts[0][torch.argsort(rows[0])]

@@ -62,16 +62,31 @@ def load_records(cfg: PrefConfig, run_dir: Path) -> list[PairRecord]:
     return records
 
 
-def build(cfg: PrefConfig):
+def build(cfg: PrefConfig, device: str = "cpu"):
     torch.manual_seed(cfg.seed)  # the head's initialisation is part of the run's config
-    encoder, tokenizer = load_encoder(cfg.model, trust_remote_code=cfg.trust_remote_code)
-    if cfg.gradient_checkpointing:
-        # non-reentrant: works with DDP and with frozen inputs (the reentrant form drops their gradients)
-        encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model = build_pref_model(encoder, cfg)
+    if _uses_backbone_loader(cfg):  # decoders, LoRA, quantisation: pref/backbone.py
+        from .backbone import backbone_from_config, lr_multipliers
+        b = backbone_from_config(cfg, device=device)
+        model = build_pref_model(b.model, cfg)
+        model.lr_multipliers = lr_multipliers(model, cfg.head_lr_mult, cfg.lora_lr_mult)
+        tokenizer = b.tokenizer
+    else:
+        encoder, tokenizer = load_encoder(cfg.model, trust_remote_code=cfg.trust_remote_code)
+        if cfg.gradient_checkpointing:
+            # non-reentrant: works with DDP and with frozen inputs (the reentrant form drops their gradients)
+            encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model = build_pref_model(encoder, cfg)
     if cfg.init_from:  # stage 2 from stage 1: its weights, this run's fresh optimizer and schedule
         init_from_run(model, cfg.init_from, cfg)
     return model, tokenizer
+
+
+def _uses_backbone_loader(cfg: PrefConfig) -> bool:
+    from ..gen.tiny import is_tiny_decoder
+    from .backbone import is_decoder_config
+    if cfg.lora or cfg.load_in_4bit or cfg.load_in_8bit or cfg.attn or is_tiny_decoder(cfg.model):
+        return True
+    return is_decoder_config(encoder_config(cfg.model, trust_remote_code=cfg.trust_remote_code))
 
 
 def peak_rss_mb() -> float:
@@ -82,6 +97,11 @@ def peak_rss_mb() -> float:
 
 def check_before_work(cfg: PrefConfig) -> None:
     """What can be refused from the config and the encoder's config alone (no data, no weights)."""
+    from ..gen.tiny import is_tiny_decoder
+    from .backbone import check_quantization
+    check_quantization(cfg.load_in_4bit, cfg.load_in_8bit, DeviceChoice.resolve(cfg.device, cfg.precision).device)
+    if is_tiny_decoder(cfg.model):
+        return
     check_precision(DeviceChoice.resolve(cfg.device, cfg.precision).precision, resolve_model(cfg.model))
     check_max_len(encoder_config(cfg.model, trust_remote_code=cfg.trust_remote_code), cfg.max_len,
                   what=f"--model {cfg.model}")
@@ -103,10 +123,12 @@ def train_split(cfg: PrefConfig, records: list[PairRecord], train_idx: list[int]
     run_dir.mkdir(parents=True, exist_ok=True)
     save_yaml(cfg, run_dir / "config.yaml", header=f"# python -m src.train_pref --config {run_dir / 'config.yaml'}")
     accelerator, choice = make_accelerator(cfg, run_dir)
-    check_precision(choice.precision, resolve_model(cfg.model))
+    from ..gen.tiny import is_tiny_decoder
+    if not is_tiny_decoder(cfg.model):  # tiny decoders are built in-process, not resolved
+        check_precision(choice.precision, resolve_model(cfg.model))
     rows = training_rows(cfg, records, train_idx, val_idx, run_dir, extras, main_process=accelerator.is_main_process)
     train_records, select_records, val_records = rows.train, rows.select, rows.val
-    model, tokenizer = build(cfg)
+    model, tokenizer = build(cfg, choice.device)
     enc_kw = dict(arch=cfg.arch, max_len=cfg.max_len, prompt_budget=cfg.prompt_budget, keep=cfg.keep)
     train_enc = encode_pairs(train_records, tokenizer, both_orders=cfg.swap_aug, **enc_kw)
     val_enc = encode_pairs(val_records, tokenizer, both_orders=cfg.swap_aug, **enc_kw)
