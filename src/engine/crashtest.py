@@ -20,6 +20,7 @@ import multiprocessing as mp
 import os
 import random
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,10 +34,11 @@ from .checkpoint import best_dir, last_dir, load_resume_state, save_weights
 from .loop import TaskBase
 from .settings import TrainSettings
 
-# tqdm makes a multiprocessing lock (a named semaphore) on first use; made here, in the fork
-# server that preloads this module, every child shares it, instead of each killed child
-# leaving its own for the resource tracker to report as leaked.
-_tqdm.get_lock()
+# tqdm's default lock is a multiprocessing semaphore. Shared by the children of the fork server,
+# a child killed with SIGKILL while holding it deadlocks every later child (seen: a CI run hung
+# in tqdm.__new__); one per child leaks a semaphore per kill. The trial children draw bars from
+# one thread each, so a plain per-process thread lock is all tqdm needs here.
+_tqdm.set_lock(threading.RLock())
 
 ROWS, BATCH, EPOCHS, EVAL_EVERY, SAVE_EVERY = 64, 8, 3, 5, 3
 
