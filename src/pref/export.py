@@ -35,7 +35,9 @@ from .ensemble import run_prior
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = "prefpipe_export.json"
 SRC_DIR = "prefpipe_src"
-ENTRY_MODULES = ("src.predict", "src.pref.submission")  # what the notebook and the CLI import
+# what the notebook and the CLI import; src.pref.adapters is imported lazily by load_pref_checkpoint,
+# so the import scan below would not see it
+ENTRY_MODULES = ("src.predict", "src.pref.submission", "src.pref.adapters")
 BLOCKED = ("accelerate", "optuna", "peft", "trl", "matplotlib", "pandas", "sklearn")
 PATH_FIELDS = ("data", "out")  # config.yaml fields that hold local paths: exported as bare names
 USER_PLACEHOLDER = "INSERT_KAGGLE_USERNAME_HERE"
