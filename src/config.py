@@ -373,11 +373,25 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type) -> None:
             kwargs.update(nargs="?", const=True, metavar="BOOL")
             parser.add_argument("--no-" + name.replace("_", "-"), dest=name, action="store_false",
                                 default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        elif typing.get_origin(tp) in (list, tuple):
+            # repeatable: `--x a --x b` == `--x a,b` (a YAML list is the third spelling)
+            kwargs.update(metavar=name.upper(), action=_ExtendSplit)
         else:
             kwargs["metavar"] = name.upper()
         if "choices" in f.metadata:  # argparse lists them in --help and refuses others at once
             kwargs["choices"] = f.metadata["choices"]
         parser.add_argument(flag, **kwargs)
+
+
+class _ExtendSplit(argparse.Action):
+    """A list flag given several times accumulates; each value may hold several
+    comma-separated items. The first use on the command line replaces (does not
+    extend) the YAML's list, like every other flag."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        items = list(getattr(namespace, self.dest, None) or [])
+        items += [v for v in str(values).split(",") if v != ""]
+        setattr(namespace, self.dest, items)
 
 
 def resolve(cls: type[T], yaml_path: str | None, args: argparse.Namespace | dict | None = None) -> T:

@@ -145,3 +145,31 @@ def test_selection_slice_is_whole_prompt_groups_of_training_rows_and_guards_extr
     held = {prompt_group(r) for r in rows.select} | {prompt_group(r) for r in rows.val}
     assert not held & {prompt_group(r) for r in rows.train}  # no training row shares a held-out prompt
     assert {r.id for r in rows.select} == {primary[i].id for i in select}
+
+
+# --- --extra-data on the command line and in a run's config.yaml -------------------------------
+
+@pytest.mark.parametrize("argv, want", [
+    (["--extra-data", "a.csv:1.0", "--extra-data", "b.csv:0.5:1000"], ["a.csv:1.0", "b.csv:0.5:1000"]),
+    (["--extra-data", "a.csv:1.0,b.csv:0.5:1000"], ["a.csv:1.0", "b.csv:0.5:1000"]),
+    (["--extra-data", "a.csv,b.csv:2", "--extra-data", "c.csv:0.25:7"], ["a.csv", "b.csv:2", "c.csv:0.25:7"]),
+    ([], []),
+])
+def test_extra_data_is_repeatable_and_a_run_config_reproduces_the_sources(tmp_path, argv, want):
+    from src.config import save_yaml
+    from src.train_pref import parse_args
+    cfg, _ = parse_args(argv)
+    assert cfg.extra_data == want
+    save_yaml(cfg, tmp_path / "config.yaml")
+    again, _ = parse_args(["--config", str(tmp_path / "config.yaml")])
+    assert again.extra_data == want
+    assert [parse_source_spec(t) for t in again.extra_data] == [parse_source_spec(t) for t in want]
+
+
+def test_extra_data_flags_replace_the_yaml_list_and_a_yaml_list_reads_as_is(tmp_path):
+    from src.train_pref import parse_args
+    (tmp_path / "c.yaml").write_text("extra_data:\n  - y1.csv:0.5\n  - y2.csv:2:10\n")
+    cfg, _ = parse_args(["--config", str(tmp_path / "c.yaml")])
+    assert cfg.extra_data == ["y1.csv:0.5", "y2.csv:2:10"]
+    cfg, _ = parse_args(["--config", str(tmp_path / "c.yaml"), "--extra-data", "f1.csv", "--extra-data", "f2.csv:3"])
+    assert cfg.extra_data == ["f1.csv", "f2.csv:3"]  # the command line wins, as for every flag

@@ -52,7 +52,8 @@ class PrefConfig:
     trust_remote_code: bool = knob(False, "allow model repos with custom code (off unless you trust it)")
     max_rows: int = knob(0, "use only the first N rows of the data (0 = all); for quick trials", low=0)
     # -- soft labels, distillation, several sources, warm start, honest selection (issue 14) --
-    extra_data: list[str] = knob([], "extra training files PATH[:weight[:max_rows]] (several: comma-separated, or a YAML list): "
+    extra_data: list[str] = knob([], "extra training files PATH[:weight[:max_rows]] (several: repeat the flag, comma-separate, "
+                                     "or a YAML list): "
                                      "train only; rows whose prompt is in validation are dropped (leak guard)")
     label_smoothing: float = knob(0.0, "label smoothing of the cross-entropy (target * (1 - e) + e / 3)",
                                   low=0, high=1, high_open=True)
