@@ -108,11 +108,74 @@ def test_test_schema_records_split_too():
     assert not groups_of(recs, tr) & groups_of(recs, va)
 
 
-def test_mixed_labels_fall_back_to_grouping_only():
+def test_an_unlabelled_row_follows_its_prompt_group_and_the_folds_stay_stratified():
     recs = make_records(200, 50)
     recs[0].label = None
     folds = fold_ids(recs, 4, seed=0)
     assert set(folds.tolist()) == {0, 1, 2, 3}
+    same = [i for i in range(1, 200) if prompt_group(recs[i]) == prompt_group(recs[0])]
+    assert {int(folds[i]) for i in same} == {int(folds[0])}
+
+
+def with_soft_rows(n_hard: int, n_prompts: int, n_soft_shared: int, n_soft_only: int, seed: int,
+                   label_p=(0.46, 0.44, 0.10)) -> list[PairRecord]:
+    """Hard rows over n_prompts prompts, soft rows on some of those prompts, and soft rows
+    on prompts no hard row has (a pseudo-labelled pool inside --data)."""
+    rng = np.random.default_rng(seed + 100)
+    recs = make_records(n_hard, n_prompts, seed=seed, label_p=label_p)
+    for i in range(n_soft_shared):
+        p = rng.dirichlet([1, 1, 1])
+        recs.append(PairRecord(id=f"s{i}", prompt=list(recs[int(rng.integers(n_hard))].prompt),
+                               response_a=[f"sa{i}"], response_b=[f"sb{i}"], target=tuple(p / p.sum())))
+    for i in range(n_soft_only):
+        p = rng.dirichlet([1, 1, 1])
+        recs.append(PairRecord(id=f"o{i}", prompt=[f"pool prompt {int(rng.integers(max(1, n_soft_only // 3)))}"],
+                               response_a=[f"oa{i}"], response_b=[f"ob{i}"], target=tuple(p / p.sum())))
+    order = rng.permutation(len(recs))
+    return [recs[i] for i in order]
+
+
+@settings(max_examples=5, deadline=None)  # ~2 s each: StratifiedGroupKFold over 600 groups, twice
+@given(seed=st.integers(0, 10_000), n_folds=st.sampled_from([3, 5]), n_soft_shared=st.integers(0, 400),
+       n_soft_only=st.integers(0, 400))
+def test_folds_with_soft_rows_are_grouped_and_stratified_on_the_hard_rows_only(seed, n_folds, n_soft_shared,
+                                                                               n_soft_only):
+    recs = with_soft_rows(1500, 600, n_soft_shared, n_soft_only, seed)
+    folds = fold_ids(recs, n_folds, seed=seed)
+    assert folds.shape == (len(recs),) and set(folds.tolist()) == set(range(n_folds))
+    gs = [prompt_group(r) for r in recs]
+    by_group: dict[str, set[int]] = {}
+    for g, f in zip(gs, folds):
+        by_group.setdefault(g, set()).add(int(f))
+    assert all(len(fs) == 1 for fs in by_group.values())  # no prompt group spans two folds
+    hard = np.array([r.label is not None for r in recs])
+    assert hard.sum() == 1500 and (~hard).sum() == n_soft_shared + n_soft_only  # exact counts, nothing lost
+    labels = np.array([-1 if r.label is None else r.label for r in recs])
+    overall = np.bincount(labels[hard], minlength=3) / hard.sum()
+    for k in range(n_folds):
+        in_k = hard & (folds == k)
+        share = np.bincount(labels[in_k], minlength=3) / in_k.sum()
+        assert np.abs(share - overall).max() < 0.04, (k, share, overall)  # soft rows never skew the classes
+        assert in_k.sum() > 0.7 * 1500 / n_folds  # hard rows spread over the folds as without soft rows
+    # the soft rows of --data change nothing about where the hard rows go
+    hard_only = [r for r in recs if r.label is not None]
+    assert np.array_equal(folds[hard], fold_ids(hard_only, n_folds, seed=seed))
+    # groups with no hard row are dealt to the smallest folds: total sizes stay close
+    if n_soft_only:
+        sizes = np.bincount(folds, minlength=n_folds)
+        biggest_orphan_group = max(gs.count(g) for g in {g for g, r in zip(gs, recs) if r.id.startswith("o")})
+        hard_sizes = np.bincount(folds[hard], minlength=n_folds)
+        soft_shared = np.bincount(folds[np.array([r.id.startswith("s") for r in recs])], minlength=n_folds)
+        assert sizes.max() - sizes.min() <= max(np.ptp(hard_sizes + soft_shared), biggest_orphan_group)
+
+
+def test_all_soft_rows_still_split_grouped():
+    recs = with_soft_rows(0, 1, 0, 300, seed=3)
+    assert all(r.label is None and r.target is not None for r in recs)
+    folds = fold_ids(recs, 4, seed=0)
+    assert set(folds.tolist()) == {0, 1, 2, 3}
+    assert all(len({int(f) for r, f in zip(recs, folds) if prompt_group(r) == g}) == 1
+               for g in {prompt_group(r) for r in recs})
 
 
 def test_split_errors():

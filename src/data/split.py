@@ -1,4 +1,4 @@
-"""Hold-out and K-fold splits grouped by prompt, stratified by label.
+"""Hold-out and K-fold splits grouped by prompt, stratified by the hard labels.
 
 Arena data repeats prompts (the same question asked of many model pairs); a
 prompt on both sides of a split leaks, so rows are grouped by a hash of their
@@ -19,25 +19,55 @@ def prompt_group(record: PairRecord) -> str:
 
 
 def fold_ids(records: list[PairRecord], n_folds: int, seed: int = 0) -> np.ndarray:
-    """fold index (0..n_folds-1) per record; deterministic from the seed."""
+    """fold index (0..n_folds-1) per record; deterministic from the seed.
+
+    Stratified by label over the HARD rows (sklearn's StratifiedGroupKFold on
+    them and their prompt groups). A row without a hard label (a soft or
+    pseudo-label, or an unlabelled row) is never a class: it goes to the fold
+    its prompt group's hard rows went to, and groups with no hard row at all are
+    dealt, in seeded order, to the fold with the fewest rows so far. With fewer
+    hard prompt groups than folds (or none: a test-schema file) the folds are
+    grouped only."""
     if n_folds < 2:
         raise ValueError(f"need at least 2 folds, got {n_folds}")
     groups = np.array([prompt_group(r) for r in records])
     n_groups = len(set(groups))
     if n_groups < n_folds:
         raise ValueError(f"only {n_groups} distinct prompts: cannot make {n_folds} grouped folds")
-    labels = [r.label for r in records]
-    folds = np.empty(len(records), dtype=np.int64)
-    X = np.zeros((len(records), 1))
-    if all(lab is not None for lab in labels):
-        splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-        splits = splitter.split(X, np.array(labels), groups)
-    else:
-        # GroupKFold shuffles only in recent sklearn; permute group order ourselves.
-        rng = np.random.default_rng(seed)
-        uniq = np.unique(groups)
-        perm = dict(zip(uniq, rng.permutation(len(uniq))))
-        splits = GroupKFold(n_splits=n_folds).split(X, groups=np.array([perm[g] for g in groups]))
+    hard = np.array([r.label is not None for r in records], dtype=bool)
+    if len(set(groups[hard])) < n_folds:
+        return _grouped_folds(groups, n_folds, seed)
+    folds = np.full(len(records), -1, dtype=np.int64)
+    hard_idx = np.flatnonzero(hard)
+    labels = np.array([records[i].label for i in hard_idx])
+    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    for k, (_, test) in enumerate(splitter.split(np.zeros((len(hard_idx), 1)), labels, groups[hard_idx])):
+        folds[hard_idx[test]] = k
+    fold_of = dict(zip(groups[hard_idx], folds[hard_idx]))
+    rest = np.flatnonzero(~hard)
+    for i in rest:
+        folds[i] = fold_of.get(groups[i], -1)
+    orphans = rest[folds[rest] < 0]  # rows of groups without any hard row
+    if len(orphans):
+        sizes = np.bincount(folds[folds >= 0], minlength=n_folds)
+        uniq, counts = np.unique(groups[orphans], return_counts=True)
+        dealt = {}
+        for j in np.random.default_rng([seed, 6151]).permutation(len(uniq)):
+            k = int(np.argmin(sizes))  # ties: the lowest fold index
+            dealt[uniq[j]] = k
+            sizes[k] += counts[j]
+        folds[orphans] = [dealt[g] for g in groups[orphans]]
+    return folds
+
+
+def _grouped_folds(groups: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
+    """Grouped only (no labels to stratify on). GroupKFold shuffles only in recent
+    sklearn; permute the group order ourselves."""
+    rng = np.random.default_rng(seed)
+    uniq = np.unique(groups)
+    perm = dict(zip(uniq, rng.permutation(len(uniq))))
+    folds = np.empty(len(groups), dtype=np.int64)
+    splits = GroupKFold(n_splits=n_folds).split(np.zeros((len(groups), 1)), groups=np.array([perm[g] for g in groups]))
     for k, (_, test_idx) in enumerate(splits):
         folds[test_idx] = k
     return folds
