@@ -6,10 +6,20 @@ matrix math (Ampere+ CUDA, XPU, CPUs with AVX512-BF16/AMX), fp16 + a grad
 scaler on CUDA GPUs without bf16 (T4, V100), fp32 otherwise. Both are
 overridable (`--device`, `--precision` on every CLI).
 
-DeBERTa-v3 overflows in fp16: training refuses it (`check_precision`), and
-prediction's auto choice gives fp32 instead on a GPU without native bf16
-(`choose_precision`; an explicit fp16 is honoured there, and rows whose logits
-come out non-finite are re-run in fp32 by the caller).
+Model families known to overflow fp16's range (max 65504), `fp16_overflow_family`:
+  * DeBERTa-v3 (its disentangled attention scores);
+  * Gemma-2 and Gemma-3 (trained in bf16; the embedding output is scaled by
+    sqrt(hidden) and the post-norm weights are large, so the residual stream leaves
+    fp16's range: transformers#36822 "Gemma 3 is broken with fp16" and PR #37226;
+    unsloth forces fp32 for a Gemma-3 fp16 request). Gemma-2 has the same embedding
+    scaling and sandwich norms; the LMSYS T4 notebooks that ran it in fp16 did so with
+    4-bit weights and no guarantee, so we treat it like Gemma-3.
+Training refuses fp16 for them (`check_precision`, one line before any work).
+Prediction's auto choice on a GPU without native bf16 (T4, V100) gives fp32 instead
+of fp16 (`choose_precision` says so in its reason); an explicit --precision fp16 is
+honoured, and rows whose logits come out non-finite are re-run in fp32 by the caller
+(full-precision runs; a quantised run cannot re-run in fp32 and gives those rows the
+prior, listed in the report).
 
 `python -m src.device` prints what was found as one JSON line.
 """
@@ -17,6 +27,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import contextlib
 from dataclasses import dataclass
 from functools import lru_cache
@@ -86,15 +97,33 @@ def pick_precision(device: str, prefer: str = "auto") -> str:
     return "fp32"
 
 
-def overflows_in_fp16(model: str) -> bool:
+# gemma2, gemma3, gemma3_text (model types), google/gemma-2-9b-it, tiny-gemma2 (names);
+# not Gemma-1 ("gemma-7b") nor Gemma-4, which unsloth measured within fp16's range.
+_GEMMA_2_3 = re.compile(r"gemma[-_]?[23](?![0-9])")
+
+
+def fp16_overflow_family(*models: str) -> str | None:
+    """The family name when any of `models` (names, paths, model_types) is known to overflow fp16."""
+    for m in models:
+        text = str(m or "").lower()
+        if "deberta" in text:
+            return "DeBERTa-v3"
+        if _GEMMA_2_3.search(text):
+            return "Gemma-2/3"
+    return None
+
+
+def overflows_in_fp16(*models: str) -> bool:
     """Models whose activations overflow fp16's range (a model name, path or model_type)."""
-    return "deberta" in str(model).lower()
+    return fp16_overflow_family(*models) is not None
 
 
-def check_precision(precision: str, model: str) -> None:
+def check_precision(precision: str, *models: str) -> None:
     """Refuse a training precision the model cannot run in (one line, before any work)."""
-    if precision == "fp16" and overflows_in_fp16(model):
-        raise UsageError("DeBERTa-v3 overflows in fp16: use --precision bf16 or --precision fp32")
+    family = fp16_overflow_family(*models) if precision == "fp16" else None
+    if family:
+        raise UsageError(f"{family} overflows in fp16 (activations pass 65504 and turn inf/NaN): "
+                         "use --precision bf16 (Ampere+ GPUs) or --precision fp32")
 
 
 def choose_precision(device: str, prefer: str = "auto", *, model: str = "") -> tuple[str, str]:
@@ -110,8 +139,9 @@ def choose_precision(device: str, prefer: str = "auto", *, model: str = "") -> t
     if dev_type == "cuda":
         major = torch.cuda.get_device_capability(torch.device(device))[0]
         p = "bf16" if major >= 8 else "fp16"
-        if p == "fp16" and overflows_in_fp16(model):
-            return "fp32", "auto: DeBERTa-v3 overflows in fp16 and this GPU has no native bf16"
+        family = fp16_overflow_family(model) if p == "fp16" else None
+        if family:
+            return "fp32", f"auto: {family} overflows in fp16 and this GPU has no native bf16: fp32"
         return p, f"auto: compute capability {major}.x"
     return pick_precision(dev_type, "auto"), "auto"
 

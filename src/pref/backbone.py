@@ -30,8 +30,21 @@ Decisions, and the library pitfalls they avoid:
   included, to fp32: memplan counts that), gradient checkpointing with
   use_reentrant=False (with the reentrant variant and a frozen embedding no gradient
   reaches the adapters unless inputs are forced to require grad).
-* Attention: `attn` in eager|sdpa|flash_attention_2; Gemma-2 defaults to eager because
-  its attention-logit softcapping is not applied by the fused kernels.
+* Attention: `attn` in eager|sdpa|flash_attention_2. A config with attention-logit
+  softcapping (Gemma-2: attn_logit_softcapping=50) defaults to eager: transformers'
+  sdpa kernel cannot softcap (sdpa_attention_forward raises on `softcap`, Gemma2 sets
+  _supports_sdpa = False), flash_attention_2 applies it (flash-attn >= 2.6) and is
+  accepted. An explicit `--attn sdpa` there is a one-line error before loading.
+  Gemma-3 has no attention softcapping (QK-norm instead): sdpa, like every other decoder.
+* Quantised prediction: the same BitsAndBytesConfig as training, its compute dtype the
+  prediction precision (fp16 on a T4, fp32 where the family overflows fp16); the
+  unquantised weights (embeddings, norms) load in that dtype too; one quantised copy per
+  GPU, each loaded onto its own device (`quantized_load_kwargs`), never deep-copied.
+* Padding-free training (`check_padding_free`, `hidden_states_packed`): the sequences
+  of a batch in one row, position ids restarting at 0 per sequence and no attention
+  mask; flash_attention_2 reads the boundaries from the position ids, and so do the
+  sdpa/eager masks of transformers versions whose masking_utils has
+  find_packed_sequence_indices (it keeps each token inside its own sequence).
 """
 from __future__ import annotations
 
@@ -45,8 +58,10 @@ from ..errors import UsageError
 
 ATTN_CHOICES = ("eager", "sdpa", "flash_attention_2")
 POOLINGS = ("mean", "cls", "last")
-# Model types whose softcapped attention needs the eager kernel.
+# Model types whose softcapped attention needs the eager kernel (also read from the
+# config: any attn_logit_softcapping that is set).
 EAGER_ATTENTION = {"gemma2"}
+SOFTCAP_KERNELS = ("eager", "flash_attention_2")  # the kernels of ATTN_CHOICES that softcap
 
 
 @dataclass
@@ -107,20 +122,59 @@ def default_pooling(decoder: bool) -> str:
     return "last" if decoder else "mean"
 
 
-def default_attention(model_type: str) -> str:
-    return "eager" if model_type in EAGER_ATTENTION else "sdpa"
+def attention_softcap(config: Any) -> float | None:
+    """The config's attention-logit softcap (Gemma-2: 50.0), None when it has none."""
+    if config is None:
+        return None
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return getattr(text, "attn_logit_softcapping", None)
 
 
-def check_attention(attn: str | None, model_type: str, device: str) -> str:
-    attn = attn or default_attention(model_type)
+def default_attention(model_type: str, softcap: float | None = None) -> str:
+    return "eager" if (softcap is not None or model_type in EAGER_ATTENTION) else "sdpa"
+
+
+def check_attention(attn: str | None, model_type: str, device: str, softcap: float | None = None) -> str:
+    attn = attn or default_attention(model_type, softcap)
     if attn not in ATTN_CHOICES:
         raise UsageError(f"--attn must be one of {', '.join(ATTN_CHOICES)}, not {attn!r}")
+    if (softcap is not None or model_type in EAGER_ATTENTION) and attn not in SOFTCAP_KERNELS:
+        raise UsageError(f"--attn {attn}: {model_type} softcaps its attention logits and transformers' {attn} "
+                         "kernel cannot: use --attn eager (the default) or flash_attention_2")
     if attn == "flash_attention_2":
         import importlib.util
-        if device != "cuda" or importlib.util.find_spec("flash_attn") is None:
+        if torch.device(device).type != "cuda" or importlib.util.find_spec("flash_attn") is None:
             raise UsageError("--attn flash_attention_2 needs a CUDA device and the flash-attn package "
                              "(pip install flash-attn); use --attn sdpa or eager")
     return attn
+
+
+def packed_masks_supported() -> bool:
+    """True when this transformers builds sdpa/eager masks of packed rows from position ids."""
+    try:
+        from transformers.masking_utils import find_packed_sequence_indices  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def check_padding_free(cfg: Any, config: Any, device: str) -> None:
+    """--padding-free: a decoder, --arch cross, a kernel that keeps packed sequences apart."""
+    if not getattr(cfg, "padding_free", False):
+        return
+    if getattr(cfg, "arch", "cross") != "cross":
+        raise UsageError("--padding-free packs the judge sequences of --arch cross; siamese pairs pool sides "
+                         "apart: add --arch cross or drop --padding-free")
+    if config is not None and not is_decoder_config(config):
+        raise UsageError(f"--padding-free is for decoder LLMs (causal masks from position ids); "
+                         f"{cfg.model!r} is an encoder ({config.model_type})")
+    model_type = getattr(config, "model_type", "") if config is not None else ""
+    attn = check_attention(getattr(cfg, "attn", None) or None, model_type, device, attention_softcap(config))
+    if attn != "flash_attention_2" and not packed_masks_supported():
+        import transformers
+        raise UsageError(f"--padding-free with --attn {attn} needs transformers whose masks follow position ids "
+                         f"(masking_utils.find_packed_sequence_indices; this is {transformers.__version__}): "
+                         "upgrade transformers or use --attn flash_attention_2")
 
 
 def check_quantization(load_in_4bit: bool, load_in_8bit: bool, device: str) -> str | None:
@@ -130,7 +184,7 @@ def check_quantization(load_in_4bit: bool, load_in_8bit: bool, device: str) -> s
     bits = "4bit" if load_in_4bit else "8bit" if load_in_8bit else None
     if bits is None:
         return None
-    if device != "cuda":
+    if torch.device(device).type != "cuda":
         raise UsageError(f"--load-in-{bits} needs a CUDA GPU (bitsandbytes); this run's device is {device}: "
                          "drop the flag (full-precision LoRA) or run on CUDA")
     import importlib.util
@@ -147,6 +201,14 @@ def quantization_config(bits: str, compute_dtype: torch.dtype = torch.bfloat16):
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                   bnb_4bit_compute_dtype=compute_dtype)
     return BitsAndBytesConfig(load_in_8bit=True)
+
+
+def quantized_load_kwargs(bits: str, device: str, compute_dtype: torch.dtype = torch.bfloat16) -> dict:
+    """from_pretrained kwargs for a quantised copy on `device` ("cuda" = this rank's GPU,
+    "cuda:1" = that one): the whole model on one GPU, unquantised weights in compute_dtype."""
+    index = torch.device(device).index
+    return {"quantization_config": quantization_config(bits, compute_dtype),
+            "device_map": {"": local_rank() if index is None else index}, "dtype": compute_dtype}
 
 
 def local_rank() -> int:
@@ -226,8 +288,11 @@ def enable_checkpointing(model: Any) -> None:
 def load_backbone(name: str, *, device: str = "cpu", dtype: torch.dtype = torch.float32,
                   lora: LoraSpec | None = None, load_in_4bit: bool = False, load_in_8bit: bool = False,
                   attn: str | None = None, gradient_checkpointing: bool = False, trust_remote_code: bool = False,
+                  compute_dtype: torch.dtype = torch.bfloat16,
                   log: Callable[[str], Any] | None = print) -> Backbone:
-    """Bare backbone + tokenizer for an alias, hub id or local folder (tiny-* built in-process)."""
+    """Bare backbone + tokenizer for an alias, hub id or local folder (tiny-* built in-process).
+    With 4/8-bit weights `compute_dtype` is bitsandbytes' compute dtype and the dtype of
+    the unquantised weights (training: bf16; prediction: its precision)."""
     from transformers import AutoModel, AutoTokenizer
 
     bits = check_quantization(load_in_4bit, load_in_8bit, device)
@@ -242,10 +307,10 @@ def load_backbone(name: str, *, device: str = "cpu", dtype: torch.dtype = torch.
     kw: dict[str, Any] = {"trust_remote_code": trust_remote_code, "dtype": dtype}
     info: dict[str, Any] = {"model_type": config.model_type, "decoder": decoder}
     if decoder:
-        kw["attn_implementation"] = info["attn"] = check_attention(attn, config.model_type, device)
-    if bits:
-        kw["quantization_config"] = quantization_config(bits)
-        kw["device_map"] = {"": local_rank()}  # each DDP rank: its own quantised copy on its own GPU
+        kw["attn_implementation"] = info["attn"] = check_attention(attn, config.model_type, device,
+                                                                   attention_softcap(config))
+    if bits:  # each DDP rank / prediction GPU: its own quantised copy on its own device
+        kw.update(quantized_load_kwargs(bits, device, compute_dtype))
         info["quantization"] = bits
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     model = AutoModel.from_pretrained(path, config=config, **kw)
@@ -280,6 +345,12 @@ def hidden_states(model: Any, input_ids: torch.Tensor, attention_mask: torch.Ten
         return model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     return model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
                  use_cache=False).last_hidden_state
+
+
+def hidden_states_packed(model: Any, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+    """Last hidden states of a packed row (1, T): no attention mask, so transformers takes
+    the sequence boundaries from the restarting position ids (see check_padding_free)."""
+    return model(input_ids=input_ids, position_ids=position_ids, use_cache=False).last_hidden_state
 
 
 def last_token_index(mask: torch.Tensor) -> torch.Tensor:

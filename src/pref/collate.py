@@ -8,6 +8,15 @@ Training batches keep a pair's sequences together (siamese: the A sides then
 the B sides; cross: the A-first then the B-first sequences). For prediction a
 siamese model pools each side on its own, so the 2n sides are batched by their
 OWN lengths (less padding than padding both sides of a pair to the longer).
+
+    collate_packed(enc, rows, both_orders)       # --padding-free (decoders, cross)
+
+packs the same sequences, in the same order, into ONE row with no padding, the
+layout of transformers' DataCollatorWithFlattening: position ids restart at 0 for
+each sequence (that is how flash-attention and the sdpa/eager masks find the
+boundaries) and `seq_ends` holds each sequence's last token, which `last` pooling
+reads. Written here rather than taking DataCollatorWithFlattening because our rows
+carry pair-level fields (style, labels, targets) and both orders of a pair.
 """
 from __future__ import annotations
 
@@ -75,3 +84,20 @@ def inference_batches(enc: PairEncoding, rows: np.ndarray, *, max_tokens: int,
         seqs = pair_sequences(enc, rows[b], both_orders)
         ids, mask = pad_sequences(seqs, enc.pad_id)
         yield InferenceBatch(ids, mask, np.asarray(b), sum(len(s) for s in seqs), ids.numel())
+
+
+def collate_packed(enc: PairEncoding, idx: list[int], both_orders: bool) -> dict:
+    """A training batch as one packed row: input_ids/position_ids (1, T), seq_ends (m,)."""
+    seqs = pair_sequences(enc, idx, both_orders)
+    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+    ends = lengths.cumsum(0) - 1
+    ids = torch.tensor([t for s in seqs for t in s], dtype=torch.long).unsqueeze(0)
+    pos = torch.cat([torch.arange(n, dtype=torch.long) for n in lengths.tolist()]).unsqueeze(0)
+    batch = {"input_ids": ids, "position_ids": pos, "seq_ends": ends, "attention_mask": None,
+             "style": torch.from_numpy(enc.style[idx]), "labels": torch.from_numpy(enc.labels[idx]),
+             "both_orders": both_orders}
+    if enc.targets is not None:
+        batch["targets"] = torch.from_numpy(enc.targets[idx])
+    if enc.teachers is not None:
+        batch["teachers"] = torch.from_numpy(enc.teachers[idx])
+    return batch

@@ -82,6 +82,9 @@ class PrefConfig:
     load_in_8bit: bool = knob(False, "int8 base weights (bitsandbytes, CUDA only; needs --lora)")
     attn: str = knob("", "attention kernel: eager | sdpa | flash_attention_2 (empty = sdpa; eager for Gemma-2)",
                      choices=["", "eager", "sdpa", "flash_attention_2"])
+    padding_free: bool = knob(False, "decoders with --arch cross: pack each training batch into one row, position "
+                                     "ids restarting per sequence, no padding (flash_attention_2, or sdpa/eager "
+                                     "where transformers builds masks from position ids)")
     train: TrainSettings = section(TrainSettings, help="training loop knobs (src/engine/settings.py)")
 
     def __post_init__(self) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .backbone import check_pooling, hidden_states, is_decoder_config, pool  # noqa: F401  (pool: re-exported)
+from .backbone import check_pooling, hidden_states, hidden_states_packed, is_decoder_config, pool  # noqa: F401
 from .backbone import hidden_size as backbone_hidden_size
 from .features import N_FEATURES
 
@@ -93,6 +93,20 @@ class PrefModel(nn.Module):
             return parts[0][torch.argsort(rows[0])]
         return torch.cat(parts)[torch.argsort(torch.cat(rows))]
 
+    def encode_packed(self, input_ids: torch.Tensor, position_ids: torch.Tensor,
+                      seq_ends: torch.Tensor) -> torch.Tensor:
+        """Pooled vector per sequence of a packed row (collate.collate_packed): `last` reads
+        each sequence's last token, `mean` averages over each sequence's own tokens."""
+        h = hidden_states_packed(self.encoder, input_ids, position_ids)[0]
+        if self.pooling == "last":
+            return h[seq_ends]
+        if self.pooling != "mean":
+            raise ValueError(f"packed rows pool 'last' or 'mean', not {self.pooling!r}")
+        seq = torch.searchsorted(seq_ends, torch.arange(h.shape[0], device=h.device))  # token -> its sequence
+        sums = torch.zeros((len(seq_ends), h.shape[-1]), dtype=h.dtype, device=h.device).index_add_(0, seq, h)
+        counts = torch.diff(seq_ends, prepend=seq_ends.new_tensor([-1])).to(h.dtype)
+        return sums / counts.unsqueeze(-1)
+
     def head_logits(self, a: torch.Tensor, b: torch.Tensor | None, style: torch.Tensor | None = None,
                     both_orders: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits for the (A, B) order and, when `both_orders`, for (B, A), from pooled vectors.
@@ -113,11 +127,17 @@ class PrefModel(nn.Module):
             ba = self.head(self.head_input(b, None, fb, fa)) if both_orders else None
         return ab.float(), None if ba is None else ba.float()
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, style: torch.Tensor | None = None,
-                both_orders: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, style: torch.Tensor | None = None,
+                both_orders: bool = True, position_ids: torch.Tensor | None = None,
+                seq_ends: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """siamese: rows [0, n) are side A, [n, 2n) side B.
-        cross:   rows [0, n) are A-first sequences, [n, 2n) B-first (present iff both_orders)."""
-        h = self.encode(input_ids, attention_mask)
+        cross:   rows [0, n) are A-first sequences, [n, 2n) B-first (present iff both_orders).
+        Packed (position_ids + seq_ends, no mask): the same sequences in one row, in that order;
+        it goes through forward (not encode_packed) so DDP sees the call."""
+        if position_ids is not None:
+            h = self.encode_packed(input_ids, position_ids, seq_ends)
+        else:
+            h = self.encode(input_ids, attention_mask)
         paired = self.arch == "siamese" or both_orders
         n = style.shape[0] if style is not None else (h.shape[0] // 2 if paired else h.shape[0])
         return self.head_logits(h[:n], h[n:] if paired else None, style, both_orders)

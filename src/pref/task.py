@@ -10,7 +10,7 @@ from ..data.records import SWAP_COLUMNS, SWAP_LABEL
 from ..engine.loop import TaskBase
 from .calibration import average_probs, fit_temperature, log_loss
 from .checkpoint import save_classifier
-from .collate import collate
+from .collate import collate, collate_packed
 from .config import PrefConfig
 from .encode import PairEncoding
 from .losses import distillation_loss
@@ -43,6 +43,8 @@ class PrefTask(TaskBase):
         return {"head.": self.cfg.head_lr_mult}  # a fresh head learns faster than the pretrained encoder
 
     def collate(self, indices: list[int]) -> dict:
+        if getattr(self.cfg, "padding_free", False):  # decoders, cross: one packed row, no padding
+            return collate_packed(self.train, indices, self.cfg.swap_aug)
         return collate(self.train, indices, self.cfg.swap_aug, self.pad_multiple)
 
     def count(self, batch: dict) -> int:
@@ -51,7 +53,9 @@ class PrefTask(TaskBase):
     def loss(self, model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-entropy against each row's target distribution (one-hot for a human label,
         soft for a pseudo-label), plus the teacher terms when their weights are set."""
-        ab, ba = model(batch["input_ids"], batch["attention_mask"], batch["style"], both_orders=batch["both_orders"])
+        packed = {k: batch[k] for k in ("position_ids", "seq_ends") if k in batch}
+        ab, ba = model(batch["input_ids"], batch["attention_mask"], batch["style"], both_orders=batch["both_orders"],
+                       **packed)
         y = batch["labels"]
         target = batch.get("targets", y)
         teacher = batch.get("teachers")
@@ -66,6 +70,8 @@ class PrefTask(TaskBase):
 
     def stats(self, batch: dict) -> tuple[int, int, int]:
         m = batch["attention_mask"]
+        if m is None:  # a packed row: every token is real
+            return int(batch["labels"].shape[0]), batch["input_ids"].numel(), batch["input_ids"].numel()
         return int(batch["labels"].shape[0]), int(m.sum()), padded_tokens(m, self.cfg.length_chunks)
 
     # -- evaluation ---------------------------------------------------------------

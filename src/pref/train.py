@@ -99,12 +99,17 @@ def check_before_work(cfg: PrefConfig) -> None:
     """What can be refused from the config and the encoder's config alone (no data, no weights)."""
     from ..gen.tiny import is_tiny_decoder
     from .backbone import check_quantization
-    check_quantization(cfg.load_in_4bit, cfg.load_in_8bit, DeviceChoice.resolve(cfg.device, cfg.precision).device)
+    from .backbone import check_padding_free
+    choice = DeviceChoice.resolve(cfg.device, cfg.precision)
+    check_quantization(cfg.load_in_4bit, cfg.load_in_8bit, choice.device)
+    check_precision(choice.precision, cfg.model)  # by name: tiny-gemma2, gemma-2-9b-it
     if is_tiny_decoder(cfg.model):
+        check_padding_free(cfg, None, choice.device)
         return
-    check_precision(DeviceChoice.resolve(cfg.device, cfg.precision).precision, resolve_model(cfg.model))
-    check_max_len(encoder_config(cfg.model, trust_remote_code=cfg.trust_remote_code), cfg.max_len,
-                  what=f"--model {cfg.model}")
+    enc_cfg = encoder_config(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    check_precision(choice.precision, enc_cfg.model_type)  # a local Gemma-2 folder of any name
+    check_padding_free(cfg, enc_cfg, choice.device)
+    check_max_len(enc_cfg, cfg.max_len, what=f"--model {cfg.model}")
 
 
 def _write_predictions(path: Path, records: list[PairRecord], probs: np.ndarray) -> None:
@@ -124,6 +129,7 @@ def train_split(cfg: PrefConfig, records: list[PairRecord], train_idx: list[int]
     save_yaml(cfg, run_dir / "config.yaml", header=f"# python -m src.train_pref --config {run_dir / 'config.yaml'}")
     accelerator, choice = make_accelerator(cfg, run_dir)
     from ..gen.tiny import is_tiny_decoder
+    check_precision(choice.precision, cfg.model)
     if not is_tiny_decoder(cfg.model):  # tiny decoders are built in-process, not resolved
         check_precision(choice.precision, resolve_model(cfg.model))
     rows = training_rows(cfg, records, train_idx, val_idx, run_dir, extras, main_process=accelerator.is_main_process)
