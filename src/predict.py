@@ -7,6 +7,7 @@
     python -m src.predict --run runs/cv5 --data pool.csv --pseudo-label pool_pl.csv --min-confidence 0.5
     python -m src.predict --fit-weights --run runs/a --run runs/b --out weights.json
     python -m src.predict --run runs/a --run runs/b --weights weights.json --data test.csv --out sub.csv
+    python -m src.predict --run runs/gemma-lora --load-in-8bit --data test.csv --out sub.csv   # 2xT4: 8-bit base
 
 Every id of --data gets a row, in input order: rows that cannot be parsed get
 the class prior and are listed in the report (<out stem>_report.json). With
@@ -27,6 +28,15 @@ def _weights(text: str) -> list[float] | str:
         return [float(w) for w in text.split(",") if w.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"weights must be comma-separated numbers or a weights.json, got {text!r}") from None
+
+
+def add_quantization_args(ap: argparse.ArgumentParser) -> None:
+    """--load-in-8bit / --load-in-4bit for adapter runs (shared by every predicting entry point)."""
+    q = ap.add_mutually_exclusive_group()
+    q.add_argument("--load-in-8bit", action="store_true",
+                   help="adapter (LoRA) runs: load the base in int8 (bitsandbytes LLM.int8, CUDA only), one copy per GPU")
+    q.add_argument("--load-in-4bit", action="store_true",
+                   help="adapter (LoRA) runs: load the base in nf4 with double quantisation (bitsandbytes, CUDA only)")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -58,6 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="autocast precision [default: auto = bf16 where native, fp16 on older GPUs, fp32 otherwise]")
     ap.add_argument("--data-parallel", action=argparse.BooleanOptionalAction, default=True,
                     help="with --device auto/cuda, use every visible GPU [default: on]")
+    add_quantization_args(ap)
     ap.add_argument("--report", help="JSON report path [default: <out stem>_report.json]")
     ap.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                     help="progress bar [default: when stderr is a terminal]")
@@ -76,6 +87,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error("--check needs --data FILE")
     elif args.run or args.out:
         ap.error("--check validates an existing file: leave out --run and --out")
+    if (args.load_in_4bit or args.load_in_8bit) and (args.check is not None or args.fit_weights):
+        ap.error("--load-in-4bit/--load-in-8bit are for predicting with adapter runs, not --check or --fit-weights")
     for name in ("batch_size", "max_tokens", "max_len"):
         v = getattr(args, name)
         if v is not None and v <= 0:
@@ -108,11 +121,15 @@ def main(argv: list[str] | None = None) -> int:
         return args.weights, 1.0
 
     def predict() -> None:
+        from .pref.predict import check_quantized_runs
+        # before any data or weights: off CUDA, without bitsandbytes, or on a full-weight run
+        quantize = check_quantized_runs(args.run, load_in_4bit=args.load_in_4bit, load_in_8bit=args.load_in_8bit,
+                                        device=args.device)
         progress = sys.stderr.isatty() if args.progress is None else args.progress
         w, t = weights()
         kw = dict(tta=args.tta, device=args.device, precision=args.precision, max_len=args.max_len,
                   batch_size=args.batch_size, max_tokens=args.max_tokens, data_parallel=args.data_parallel,
-                  progress=progress)
+                  progress=progress, quantize=quantize)
         if args.pseudo_label:
             from .pref.pseudo_label import pseudo_label_file
             pseudo_label_file(args.run, args.data, args.pseudo_label, min_confidence=args.min_confidence,

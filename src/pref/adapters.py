@@ -79,12 +79,15 @@ def lora_spec_from_meta(meta: dict) -> LoraSpec | None:
 
 
 def load_base_for(meta: dict, *, device: str = "cpu", dtype: torch.dtype = torch.float32,
-                  load_in_4bit: bool = False, load_in_8bit: bool = False, log=None):
-    """The backbone a LoRA checkpoint was trained on, with fresh adapters of its shape."""
+                  load_in_4bit: bool = False, load_in_8bit: bool = False, compute_dtype: torch.dtype = torch.bfloat16,
+                  log=None):
+    """The backbone a LoRA checkpoint was trained on, with fresh adapters of its shape
+    (4/8-bit: quantised onto `device`, bitsandbytes computing in `compute_dtype`)."""
     from .backbone import load_backbone
     try:
         return load_backbone(meta["base"], device=device, dtype=dtype, lora=lora_spec_from_meta(meta),
-                             load_in_4bit=load_in_4bit, load_in_8bit=load_in_8bit, attn=meta.get("attn"), log=log)
+                             load_in_4bit=load_in_4bit, load_in_8bit=load_in_8bit, attn=meta.get("attn"),
+                             compute_dtype=compute_dtype, log=log)
     except (OSError, UsageError) as e:
         if isinstance(e, UsageError) and "--load-in" in str(e):
             raise

@@ -165,7 +165,7 @@ def init_from_run(model: PrefModel, path: str | os.PathLike, cfg: PrefConfig) ->
 
 
 def load_pref_checkpoint(path: str | os.PathLike, *, load_in_4bit: bool = False, load_in_8bit: bool = False,
-                         device: str = "cpu"):
+                         device: str = "cpu", compute_dtype=None):
     """(model in eval mode, tokenizer, config, temperature). Nothing is downloaded:
     the encoder is rebuilt from its saved config and filled from safetensors."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
@@ -174,8 +174,9 @@ def load_pref_checkpoint(path: str | os.PathLike, *, load_in_4bit: bool = False,
     cfg = load_config(folder)
     meta = adapters.read_meta(folder)
     if meta and meta.get("lora"):  # base + adapter: the base is rebuilt from its name, the file fills the rest
+        quant = {"compute_dtype": compute_dtype} if compute_dtype is not None else {}
         base = adapters.load_base_for(meta, load_in_4bit=load_in_4bit, load_in_8bit=load_in_8bit,
-                                      device=device, log=None)
+                                      device=device, log=None, **quant)
         model = build_pref_model(base.model, cfg)
         adapters.load_own_weights(model, folder / "model.safetensors")
     else:

@@ -63,11 +63,20 @@ class LoadedRun:
     temperature: float
     prior: np.ndarray
     prior_source: str
+    quantization: Any = None  # predict.QuantizedLoad of a 4/8-bit run (its bits, devices, precision)
 
 
-def load_run(path: str | os.PathLike) -> LoadedRun:
-    model, tokenizer, cfg, temperature = load_pref_checkpoint(path)
+def load_run(path: str | os.PathLike, *, quantize: str | None = None, device: str = "auto",
+             precision: str = "auto", data_parallel: bool = True) -> LoadedRun:
+    """A run, ready to predict; `quantize` ("4bit"/"8bit", adapter runs on CUDA) loads its
+    base quantised onto the first prediction GPU (predict.load_quantized)."""
     prior, source = run_prior(path)
+    if quantize:
+        from .predict import load_quantized
+        q = load_quantized(path, quantize, device=device, precision=precision, data_parallel=data_parallel)
+        model, tokenizer, cfg, temperature = q.first
+        return LoadedRun(Path(path), model, tokenizer, cfg, float(temperature), prior, source, quantization=q)
+    model, tokenizer, cfg, temperature = load_pref_checkpoint(path)
     return LoadedRun(Path(path), model, tokenizer, cfg, float(temperature), prior, source)
 
 
@@ -99,7 +108,9 @@ def predict_runs(run_dirs: Sequence[Path], records: list[PairRecord], *, weights
     per_run, priors, run_stats = [], [], []
     for k, path in enumerate(run_dirs):
         if records:
-            run = load_run(path)
+            run = load_run(path, quantize=predict_kw.get("quantize"), device=predict_kw.get("device", "auto"),
+                           precision=predict_kw.get("precision", "auto"),
+                           data_parallel=predict_kw.get("data_parallel", True))
             pred = predict_records(run, records, **predict_kw)
             prior, source = run.prior, run.prior_source
             del run

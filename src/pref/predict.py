@@ -10,6 +10,16 @@ filled to a token budget, no padding to a fixed length), pooled with
 `torch.inference_mode`. `predict_records` adds what a file needs: the run's
 own encoding settings, the device(s) and precision (policy in `src.device`),
 a replica per GPU, a fp32 re-run of rows that overflow, calibration.
+
+Quantised prediction (`--load-in-8bit` / `--load-in-4bit`, adapter runs, CUDA only):
+`check_quantized_runs` refuses it in one line before any work elsewhere;
+`load_quantized` loads the base through bitsandbytes (backbone.quantized_load_kwargs,
+the same config training uses) once PER GPU, each copy onto its own device (a
+quantised model is not deep-copied nor cast), computing in the prediction precision
+(fp16 on a T4; fp32 for a family that overflows fp16: then 4-bit dequantises to
+fp32, while LLM.int8 still multiplies its int8 weights with fp16 activations inside
+bitsandbytes). Rows that come out non-finite cannot be re-run in fp32 there (the
+weights are fixed at their load dtype): they get the class prior, counted in the stats.
 """
 from __future__ import annotations
 
@@ -24,6 +34,7 @@ import torch
 
 from ..data.records import PairRecord
 from ..device import casts_weights, choose_precision, inference_autocast, pick_device, torch_dtype
+from ..errors import UsageError
 from .calibration import average_probs
 from .collate import inference_batches
 from .config import PrefConfig
@@ -98,15 +109,17 @@ def replica(model: torch.nn.Module, device: str, precision: str, *, copy_model: 
 
 def predict_on_devices(model: torch.nn.Module, enc: PairEncoding, *, devices: list[str], precision: str,
                        budget: int, both_orders: bool = True, rows: np.ndarray | None = None,
-                       progress: bool = False) -> Logits:
+                       progress: bool = False, replicas: list[torch.nn.Module] | None = None) -> Logits:
     """`predict_logits` with a replica of the model per device, rows dealt out by
-    length so every device gets a similar load (one thread per device)."""
+    length so every device gets a similar load (one thread per device). `replicas`:
+    models already on `devices` (quantised copies), used as they are."""
     rows = np.arange(len(enc)) if rows is None else np.asarray(rows)
     order = rows[np.argsort(-enc.lengths()[rows], kind="stable")]
     shards = [np.sort(order[k::len(devices)]) for k in range(len(devices))]
     # Copies for the other devices first, then (unless it is cast) the model itself moves.
-    others = [replica(model, dev, precision, copy_model=True) for dev in devices[1:]]
-    replicas = [replica(model, devices[0], precision, copy_model=False)] + others
+    if replicas is None:
+        others = [replica(model, dev, precision, copy_model=True) for dev in devices[1:]]
+        replicas = [replica(model, devices[0], precision, copy_model=False)] + others
     parts: dict[int, Logits] = {}
     errors: list[BaseException] = []
 
@@ -143,6 +156,67 @@ def predict_on_devices(model: torch.nn.Module, enc: PairEncoding, *, devices: li
     return out
 
 
+# --- quantised adapter runs --------------------------------------------------------
+
+def check_quantized_runs(runs, *, load_in_4bit: bool, load_in_8bit: bool, device: str = "auto") -> str | None:
+    """'4bit' | '8bit' | None; a one-line UsageError, before any data or weights are read,
+    off CUDA, without bitsandbytes, or for a run that holds full weights (not an adapter)."""
+    from .adapters import read_meta
+    from .backbone import check_quantization
+    from .checkpoint import best_folder, expand_runs
+    dev = device if ":" in device else pick_device(device)
+    bits = check_quantization(load_in_4bit, load_in_8bit, dev)
+    if bits:
+        for run in expand_runs(runs):
+            if not (read_meta(best_folder(run)) or {}).get("lora"):
+                raise UsageError(f"--load-in-{bits}: {run} is not an adapter (LoRA) run: its checkpoint holds the "
+                                 "full weights, which load as saved; drop the flag for it")
+    return bits
+
+
+@dataclass
+class QuantizedLoad:
+    bits: str
+    devices: list[str]
+    precision: str
+    precision_reason: str
+    first: tuple  # (model, tokenizer, cfg, temperature) on devices[0]
+    more: list = field(default_factory=list)  # the models on devices[1:]
+
+    @property
+    def models(self) -> list:
+        return [self.first[0]] + self.more
+
+
+def _quantized_copy(path, bits: str, device: str, precision: str):
+    from .checkpoint import load_pref_checkpoint
+    dtype = torch_dtype(precision)
+    loaded = load_pref_checkpoint(path, load_in_4bit=bits == "4bit", load_in_8bit=bits == "8bit", device=device,
+                                  compute_dtype=dtype)
+    model = loaded[0]
+    for name, child in model.named_children():  # our head (not bitsandbytes'): on the device, in the compute dtype
+        if name != "encoder":
+            child.to(device=device, dtype=dtype)
+    model.style_mean, model.style_std = model.style_mean.to(device), model.style_std.to(device)
+    return loaded
+
+
+def load_quantized(path, bits: str, *, device: str = "auto", precision: str = "auto",
+                   data_parallel: bool = True) -> QuantizedLoad:
+    """A quantised copy of an adapter run on every prediction GPU (each loaded onto its own)."""
+    import json
+    from pathlib import Path
+
+    from .checkpoint import best_folder
+    devices = resolve_devices(device, data_parallel)
+    enc_cfg = best_folder(path) / "encoder" / "config.json"
+    model_type = json.loads(Path(enc_cfg).read_text()).get("model_type", "") if Path(enc_cfg).exists() else ""
+    prec, why = choose_precision(devices[0], precision, model=f"{model_type} {path}")
+    first = _quantized_copy(path, bits, devices[0], prec)
+    more = [_quantized_copy(path, bits, dev, prec)[0] for dev in devices[1:]]
+    return QuantizedLoad(bits, devices, prec, why, first, more)
+
+
 # --- a run on records ----------------------------------------------------------------
 
 def token_budget(cfg: PrefConfig, *, max_len: int, batch_size: int | None, max_tokens: int | None,
@@ -166,17 +240,23 @@ class RunPrediction:
 def predict_records(run, records: list[PairRecord], *, device: str = "auto", precision: str = "auto",
                     tta: bool = True, max_len: int | None = None, batch_size: int | None = None,
                     max_tokens: int | None = None, data_parallel: bool = True,
-                    progress: bool = False) -> RunPrediction:
-    """Probabilities of one loaded run (`ensemble.LoadedRun`) for `records`, and how they were made."""
+                    progress: bool = False, quantize: str | None = None) -> RunPrediction:
+    """Probabilities of one loaded run (`ensemble.LoadedRun`) for `records`, and how they were made.
+    A run loaded quantised (`run.quantization`, from `quantize`) predicts on the devices and
+    in the precision it was loaded for."""
     cfg, model = run.cfg, run.model
     max_len = int(max_len or cfg.max_len)
     enc_cfg = model.encoder.config
     check_max_len(enc_cfg, max_len, what=str(run.path))
-    devices = resolve_devices(device, data_parallel)
-    prec, why = choose_precision(devices[0], precision, model=enc_cfg.model_type)
+    quant = getattr(run, "quantization", None)
+    if quant is not None:
+        devices, prec, why = quant.devices, quant.precision, quant.precision_reason
+    else:
+        devices = resolve_devices(device, data_parallel)
+        prec, why = choose_precision(devices[0], precision, model=enc_cfg.model_type)
     stats: dict[str, Any] = {"run": str(run.path), "rows": len(records), "devices": devices, "precision": prec,
                              "precision_reason": why, "tta": tta, "max_len": max_len,
-                             "temperature": run.temperature}
+                             "temperature": run.temperature, "quantization": quant.bits if quant else None}
     if not records:
         return RunPrediction(np.zeros((0, 3)), stats)
     t0 = time.perf_counter()
@@ -185,11 +265,11 @@ def predict_records(run, records: list[PairRecord], *, device: str = "auto", pre
     t1 = time.perf_counter()
     budget = token_budget(cfg, max_len=max_len, batch_size=batch_size, max_tokens=max_tokens, both_orders=tta)
     out = predict_on_devices(model, enc, devices=devices, precision=prec, budget=budget, both_orders=tta,
-                             progress=progress)
+                             progress=progress, replicas=quant.models if quant else None)
     ab, ba = out.ab, out.ba
     bad = ~np.isfinite(ab).all(1) if ba is None else ~(np.isfinite(ab).all(1) & np.isfinite(ba).all(1))
     stats["nonfinite_rows"] = int(bad.sum())
-    if bad.any() and prec != "fp32":  # e.g. fp16 overflow: those rows again in fp32
+    if bad.any() and prec != "fp32" and quant is None:  # e.g. fp16 overflow: those rows again in fp32
         rows = np.flatnonzero(bad)
         again = predict_on_devices(model, enc, devices=devices[:1], precision="fp32", budget=budget,
                                    both_orders=tta, rows=rows)

@@ -135,7 +135,7 @@ def predict_file(runs: Sequence[str | os.PathLike], data: str | os.PathLike, out
                  precision: str = "auto", max_len: int | None = None, batch_size: int | None = None,
                  max_tokens: int | None = None, data_parallel: bool = True, report_path: str | os.PathLike | None = None,
                  progress: bool = False, log: Callable[[str], None] | None = print,
-                 ensemble_temperature: float = 1.0) -> dict:
+                 ensemble_temperature: float = 1.0, quantize: str | None = None) -> dict:
     """Write `out` (id + three probabilities for every id of `data`, in input order)
     and a JSON report next to it; returns the report."""
     log = log or (lambda s: None)
@@ -148,7 +148,8 @@ def predict_file(runs: Sequence[str | os.PathLike], data: str | os.PathLike, out
     records = result.records
     probs, prior, run_stats = predict_runs(run_dirs, records, weights=weights, log=log, device=device,
                                            precision=precision, tta=tta, max_len=max_len, batch_size=batch_size,
-                                           max_tokens=max_tokens, data_parallel=data_parallel, progress=progress)
+                                           max_tokens=max_tokens, data_parallel=data_parallel, progress=progress,
+                                           quantize=quantize)
     if ensemble_temperature != 1.0:  # from a weights file fitted on OOF (predict --fit-weights)
         from .ensemble_weights import temper
         probs = temper(probs, ensemble_temperature)
