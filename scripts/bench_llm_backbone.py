@@ -8,8 +8,7 @@ Real pairs (../shared/data/real_pairs_dev.csv when present) rendered as judge se
 classifier trains with. Prints useful (non-pad) tokens/s, padding fraction, peak RSS
 growth (with MALLOC_MMAP_THRESHOLD_=65536 on CPU so RSS follows live memory), model FLOP/s (LoRA training: forward 2N + input-gradient 2N per token, +2N
 recompute with checkpointing, + attention) as a share of this machine's measured matmul
-rate (on a CPU without native bf16 the bf16 rate is emulated and tiny: read the fp32
-share there), and the --plan estimate of the widest timed step beside the measured memory. Any model on a GPU; tiny
+rate (fp32, and bf16 only where the device has it natively: an emulated rate is no ceiling), and the --plan estimate of the widest timed step beside the measured memory. Any model on a GPU; tiny
 decoders on a CPU.
 """
 from __future__ import annotations
@@ -22,21 +21,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
-
-def matmul_gflops(dtype: torch.dtype, device: str, n: int = 1024, reps: int = 20) -> float:
-    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
-    for _ in range(3):
-        a @ b
-    _sync(device)
-    t = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    _sync(device)
-    return 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9
 
 
 def _sync(device: str) -> None:
@@ -101,7 +89,8 @@ def main() -> None:
     lengths = [max(len(a), len(b)) for a, b in zip(enc["ab"], enc["ba"])]
     batches = plan_batches(lengths, args.batch_size, seed=0, epoch=0)
     labels = torch.tensor([r.label for r in records])
-    mm = {"bf16": matmul_gflops(torch.bfloat16, args.device), "fp32": matmul_gflops(torch.float32, args.device)}
+    from bench_train_pref import matmul_ceiling  # fp32, and bf16 only where native (one owner)
+    mm = matmul_ceiling(args.device)
 
     def step(idx):
         seqs = [enc["ab"][i] for i in idx] + [enc["ba"][i] for i in idx]
@@ -144,12 +133,13 @@ def main() -> None:
            "useful_tok_s": tok_s, "pairs_s": len(widths) * args.batch_size / secs,
            "pad_fraction": 1 - real / max(padded, 1), "mean_width": float(np.mean(widths)),
            "peak_bytes": peak, "plan_bytes": est_bytes, "model_gflops": gflops, "matmul_gflops": mm,
-           "share_of_bf16": gflops / mm["bf16"], "share_of_fp32": gflops / mm["fp32"]}
+           "share_of_bf16": gflops / mm["bf16"] if "bf16" in mm else None, "share_of_fp32": gflops / mm["fp32"]}
     print(f"{args.model} on {args.device}: {tok_s:,.0f} useful tok/s, {out['pairs_s']:.2f} pairs/s, "
           f"padding {out['pad_fraction']:.1%}, peak {'GPU memory' if args.device == 'cuda' else 'RSS growth'} "
           f"{peak / 2**20:,.0f} MiB (plan {est_bytes / 2**20:,.0f} MiB), model {gflops:.1f} GFLOP/s = "
-          f"{out['share_of_bf16']:.1%} of bf16 matmul ({mm['bf16']:.0f} GFLOP/s), "
-          f"{out['share_of_fp32']:.1%} of fp32 ({mm['fp32']:.0f})")
+          (f"{out['share_of_bf16']:.1%} of bf16 matmul ({mm['bf16']:.0f} GFLOP/s), " if "bf16" in mm else
+             "no native bf16 here, ")
+          + f"{out['share_of_fp32']:.1%} of fp32 matmul ({mm['fp32']:.0f} GFLOP/s)")
     print(json.dumps(out))
 
 
