@@ -114,3 +114,26 @@ def test_padding_free_refusals(monkeypatch):
     with pytest.raises(UsageError, match="find_packed_sequence_indices"):
         bb.check_padding_free(cfg, llama, "cpu")
     bb.check_padding_free(SimpleNamespace(**{**cfg.__dict__, "padding_free": False}), llama, "cpu")
+
+
+def test_task_loss_and_gradients_match_on_packed_batches(decoder):
+    """Through PrefTask.loss (what the engine calls): same loss, same head gradients."""
+    from src.pref.task import PrefTask
+    torch.manual_seed(0)
+    model = PrefModel(decoder.model, arch="cross", pooling="last", chunks=1, dropout=0.0).eval()
+    enc = _encoding([7, 19, 3], [9, 4, 15], decoder.tokenizer.pad_token_id)
+    model.set_style_stats(torch.from_numpy(enc.style))
+    task = PrefTask.__new__(PrefTask)
+    task.train, task.pad_multiple = enc, 1
+    task.cfg = SimpleNamespace(swap_aug=True, padding_free=False, distill_ce=1.0, distill_kl=0.0, distill_cos=0.0,
+                               label_smoothing=0.0)
+    out = []
+    for packed in (False, True):
+        task.cfg.padding_free = packed
+        model.zero_grad()
+        loss, _ = task.loss(model, task.collate([0, 1, 2]))
+        loss.backward()
+        out.append((loss.detach(), [p.grad.clone() for p in model.head.parameters()]))
+    torch.testing.assert_close(out[1][0], out[0][0], atol=1e-5, rtol=0)
+    for g_packed, g_padded in zip(out[1][1], out[0][1]):
+        torch.testing.assert_close(g_packed, g_padded, atol=1e-5, rtol=1e-4)
