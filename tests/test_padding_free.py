@@ -137,3 +137,14 @@ def test_task_loss_and_gradients_match_on_packed_batches(decoder):
     torch.testing.assert_close(out[1][0], out[0][0], atol=1e-5, rtol=0)
     for g_packed, g_padded in zip(out[1][1], out[0][1]):
         torch.testing.assert_close(g_packed, g_padded, atol=1e-5, rtol=1e-4)
+
+
+def test_train_checks_padding_free_before_any_work():
+    from src.pref.config import PrefConfig
+    from src.pref.train import check_before_work
+    check_before_work(PrefConfig(model="tiny-llama", arch="cross", lora=True, padding_free=True))
+    for kw, needle in ((dict(model="tiny-llama", arch="siamese"), "--arch cross"),
+                       (dict(model="minilm", arch="cross"), "encoder")):
+        with pytest.raises(UsageError, match=needle) as e:
+            check_before_work(PrefConfig(padding_free=True, **kw))
+        assert "\n" not in str(e.value)
