@@ -8,14 +8,16 @@ Validation folds come from `--data` alone. Extra rows only ever train, and:
 * an exact duplicate pair (same prompt turns and the same two responses, in
   either order: a swap is the same comparison) of a row already taken, from
   `--data` or an earlier extra source, is dropped once and counted;
-* `max_rows` keeps the first N rows of the source as read (before the two
-  filters above, like `--max-rows` for `--data`), so the count is a property
-  of the file and not of the fold.
+* `max_rows` keeps N rows of the source as read (before the two filters
+  above, like `--max-rows` for `--data`, and picked the same way: the first N,
+  or with `--max-rows-pick sample` whole prompt groups drawn from the seed,
+  `limit_rows`), so the count is a property of the file and not of the fold.
 
 Each source has a sampling weight: per epoch a source of n rows and weight w
 contributes floor(w) full passes plus round(frac(w) * n) rows drawn without
-replacement, seeded by (seed, epoch, source), so resume and every DDP rank see
-the same rows (`epoch_rows`, which the engine's batch plan calls).
+replacement, seeded by (seed, epoch, source) alone, so a resumed run and every
+DDP rank see the same rows and each epoch draws another fraction (`epoch_rows`,
+which the engine's batch plan calls through the Task's `epoch_rows` hook).
 """
 from __future__ import annotations
 
@@ -29,7 +31,9 @@ import numpy as np
 
 from ..errors import UsageError
 from .records import PairRecord
-from .split import prompt_group
+from .split import prompt_group, sample_by_group
+
+MAX_ROWS_PICKS = ("first", "sample")
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,19 @@ def parse_source_spec(text: str, flag: str = "--extra-data") -> SourceSpec:
     return SourceSpec(path, weight, max_rows)
 
 
+def limit_rows(records: Sequence[PairRecord], n: int, pick: str = "first", *, seed: int = 0,
+               stream: int = 0) -> list[PairRecord]:
+    """At most n rows (0 = all): the first n as read (`first`), or a seeded sample of
+    whole prompt groups in file order (`sample`; `stream` keeps sources' draws apart)."""
+    if pick not in MAX_ROWS_PICKS:
+        raise UsageError(f"--max-rows-pick {pick!r} is not one of {', '.join(MAX_ROWS_PICKS)}")
+    if not n or n >= len(records):
+        return list(records)
+    if pick == "first":
+        return list(records[:n])
+    return [records[i] for i in sample_by_group(list(records), n, seed, stream)]
+
+
 def pair_key(r: PairRecord) -> tuple:
     """Exact identity of a comparison: the prompt turns and the unordered pair of responses."""
     a, b = tuple(r.response_a), tuple(r.response_b)
@@ -112,7 +129,8 @@ class MergedTraining:
 def merge_training(primary: Sequence[PairRecord], train_idx: Sequence[int], val_idx: Sequence[int],
                    extras: Sequence[tuple[SourceSpec, Sequence[PairRecord]]], *, primary_name: str = "data",
                    primary_path: str = "", primary_report: dict | None = None,
-                   extra_reports: Sequence[dict] | None = None) -> MergedTraining:
+                   extra_reports: Sequence[dict] | None = None, max_rows_pick: str = "first",
+                   seed: int = 0) -> MergedTraining:
     """Training rows of --data (train_idx) plus the extra sources, with the leak guard
     (against val_idx's prompt groups) and cross-source duplicate removal applied."""
     val_groups = {prompt_group(primary[i]) for i in val_idx}
@@ -124,7 +142,7 @@ def merge_training(primary: Sequence[PairRecord], train_idx: Sequence[int], val_
     for s, (spec, recs) in enumerate(extras, start=1):
         block = SourceBlock(spec.name, spec.path, "extra", spec.weight, spec.max_rows, read=len(recs),
                             read_report=(extra_reports[s - 1] if extra_reports else {}))
-        used = list(recs[:spec.max_rows]) if spec.max_rows else list(recs)
+        used = limit_rows(recs, spec.max_rows, max_rows_pick, seed=seed, stream=s)
         block.used = len(used)
         for r in used:
             if prompt_group(r) in val_groups:

@@ -106,3 +106,24 @@ def _grouped_fraction(records: list[PairRecord], val_frac: float, seed: int) -> 
         taken += sizes[g]
     val = [i for i, g in enumerate(groups) if g in val_groups]
     return [i for i, g in enumerate(groups) if g not in val_groups], val
+
+
+def sample_by_group(records: list[PairRecord], n: int, seed: int, stream: int = 0) -> list[int]:
+    """Indices (in file order) of min(n, len(records)) rows: whole prompt groups in an
+    order drawn from (seed, stream), the last group cut to make exactly n. What
+    `--max-rows N --max-rows-pick sample` keeps: a file sorted by source or by prompt
+    gives a spread of them, not its first block, and most groups stay whole."""
+    if n >= len(records):
+        return list(range(len(records)))
+    groups = [prompt_group(r) for r in records]
+    members: dict[str, list[int]] = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g, []).append(i)
+    order = sorted(members)  # sorted first: the draw must not depend on dict order
+    taken: list[int] = []
+    for j in np.random.default_rng([seed, 15485863, stream]).permutation(len(order)):
+        taken += members[order[j]][:n - len(taken)]
+        if len(taken) == n:
+            break
+    return sorted(taken)
+

@@ -15,6 +15,9 @@ one readable piece rather than scattered over helpers. A stage plugs in through 
     lr_multipliers()     {"parameter.name.prefix.": k}: those parameters learn at lr * k
     resume_trainable_only      resume checkpoints hold only parameters that train
     after_eval(model, acc, step, metrics)   e.g. log sample generations
+    epoch_rows(epoch)    the examples one epoch trains on (repeats allowed), a pure
+                         function of (seed, epoch) so resume replans the same epoch;
+                         None = every example once (sampling weights per source)
 
 Everything else lives here: accelerate (device, DDP, mixed precision, trackers),
 accumulation with loss normalised by the window's units, AdamW, warmup +
@@ -34,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 from transformers import get_scheduler
@@ -78,6 +82,11 @@ class TaskBase:
     def after_eval(self, model: torch.nn.Module, accelerator, step: int, metrics: dict) -> None:
         """Called after every eval (inference mode, autocast, unwrapped model, every process)."""
 
+    def epoch_rows(self, epoch: int):
+        """Indices into lengths() this epoch trains on (None = all, once). Must depend on
+        (seed, epoch) only and keep the same count every epoch (the schedule is planned once)."""
+        return None
+
 
 @dataclass
 class Progress:
@@ -100,17 +109,28 @@ class Progress:
     history: list = field(default_factory=list)
 
 
-def epoch_plan(cfg: TrainSettings, lengths, epoch: int, rank: int = 0, world: int = 1) -> list[list[int]]:
-    """This process's batches for one epoch: a pure function of the config, so
-    resume and every DDP rank agree on it."""
-    plan = plan_batches(lengths, cfg.batch_size, seed=cfg.seed, epoch=epoch, group_size=cfg.length_group)
+def epoch_plan(cfg: TrainSettings, lengths, epoch: int, rank: int = 0, world: int = 1,
+               rows=None) -> list[list[int]]:
+    """This process's batches for one epoch: a pure function of the config (and of the
+    task's `epoch_rows(epoch)` when given as `rows`), so resume and every DDP rank agree on it."""
+    if rows is None:
+        plan = plan_batches(lengths, cfg.batch_size, seed=cfg.seed, epoch=epoch, group_size=cfg.length_group)
+    else:  # plan over the epoch's draw, then map back to example indices
+        rows = np.asarray(rows, dtype=np.int64)
+        plan = [rows[b].tolist() for b in plan_batches(np.asarray(lengths)[rows], cfg.batch_size, seed=cfg.seed,
+                                                       epoch=epoch, group_size=cfg.length_group)]
     return shard(plan, rank, world)
 
 
-def run_steps(cfg: TrainSettings, lengths, rank: int = 0, world: int = 1) -> tuple[int, int, int]:
+def _epoch_rows(task, epoch: int):
+    hook = getattr(task, "epoch_rows", None)  # optional: Task implementations need not subclass TaskBase
+    return hook(epoch) if hook is not None else None
+
+
+def run_steps(cfg: TrainSettings, lengths, rank: int = 0, world: int = 1, rows=None) -> tuple[int, int, int]:
     """(batches per epoch, optimizer steps per epoch, optimizer steps of the run) for
-    this process, as the loop counts them."""
-    per_epoch = len(epoch_plan(cfg, lengths, 0, rank, world))
+    this process, as the loop counts them (`rows`: the task's epoch-0 draw)."""
+    per_epoch = len(epoch_plan(cfg, lengths, 0, rank, world, rows))
     return (per_epoch, *cfg.optimizer_steps(per_epoch))
 
 
@@ -186,7 +206,7 @@ def train(cfg: TrainSettings, task: Task, model: torch.nn.Module, run_dir: Path,
     last_dir, best_dir = last_folder(run_dir), best_folder(run_dir)
     rank, world = accelerator.process_index, accelerator.num_processes
     lengths = task.lengths()
-    per_epoch, _, total_steps = run_steps(cfg, lengths, rank, world)
+    per_epoch, _, total_steps = run_steps(cfg, lengths, rank, world, _epoch_rows(task, 0))
     if per_epoch == 0:
         raise UsageError(f"no training batches: {len(lengths)} examples for {world} process(es)")
     n_epochs = math.ceil(cfg.epochs)
@@ -296,7 +316,7 @@ def train(cfg: TrainSettings, task: Task, model: torch.nn.Module, run_dir: Path,
     steps_this_run = 0
     stop = False
     while progress.epoch < n_epochs and not stop:
-        batches = epoch_plan(cfg, lengths, progress.epoch, rank, world)
+        batches = epoch_plan(cfg, lengths, progress.epoch, rank, world, _epoch_rows(task, progress.epoch))
         if progress.epoch == n_epochs - 1 and cfg.epochs % 1:  # fractional last epoch
             batches = batches[:max(1, math.ceil((cfg.epochs % 1) * len(batches)))]
         bar = tqdm(total=len(batches), initial=min(progress.batch_in_epoch, len(batches)),

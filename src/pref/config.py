@@ -50,7 +50,12 @@ class PrefConfig:
     eval_max_tokens: int = knob(16384, "padded tokens per inference batch (length-sorted batching)", low=1)
     gradient_checkpointing: bool = knob(True, "recompute activations in backward: the default job's peak memory 3.94 -> 1.68 GiB on CPU with the same loss (attention probabilities are not kept); false is ~20-30%% faster on a GPU with memory to spare")
     trust_remote_code: bool = knob(False, "allow model repos with custom code (off unless you trust it)")
-    max_rows: int = knob(0, "use only the first N rows of the data (0 = all); for quick trials", low=0)
+    max_rows: int = knob(0, "use only N rows of the data (0 = all; which ones: --max-rows-pick); for quick trials",
+                         low=0)
+    max_rows_pick: str = knob("first", "which rows --max-rows (and an --extra-data max_rows) keeps: first (the first "
+                                       "N as read; a file sorted by source gives one source) | sample (whole prompt "
+                                       "groups drawn from --seed, the last one cut to make N)",
+                              choices=["first", "sample"])
     # -- soft labels, distillation, several sources, warm start, honest selection (issue 14) --
     extra_data: list[str] = knob([], "extra training files PATH[:weight[:max_rows]] (several: repeat the flag, comma-separate, "
                                      "or a YAML list): "

@@ -27,8 +27,9 @@ class PrefTask(TaskBase):
     monitor_mode = "min"
 
     def __init__(self, cfg: PrefConfig, train: PairEncoding, val: PairEncoding, tokenizer, device_type: str,
-                 select: PairEncoding | None = None):
+                 select: PairEncoding | None = None, epoch_rows=None):
         self.cfg, self.train, self.val, self.tokenizer = cfg, train, val, tokenizer
+        self._epoch_rows = epoch_rows  # (epoch) -> rows of `train` (source weights), None = each row once
         self.select = select if select is not None and len(select) else None
         self.monitor = "select_log_loss" if self.select is not None else "val_log_loss"
         self.pad_multiple = 8 if device_type in ("cuda", "xpu") else 1  # tensor-core friendly widths on GPUs
@@ -38,6 +39,9 @@ class PrefTask(TaskBase):
     # -- training ---------------------------------------------------------------
     def lengths(self) -> list[int]:
         return self.train.lengths().tolist()
+
+    def epoch_rows(self, epoch: int):
+        return None if self._epoch_rows is None else self._epoch_rows(epoch)
 
     def lr_multipliers(self) -> dict[str, float]:
         return {"head.": self.cfg.head_lr_mult}  # a fresh head learns faster than the pretrained encoder

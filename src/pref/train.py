@@ -25,6 +25,7 @@ import torch
 from ..config import atomic_write_text, save_yaml
 from ..data.arena import read_pairs, write_report
 from ..data.records import LABEL_NAMES, PairRecord
+from ..data.sources import limit_rows
 from ..data.split import fold_ids, train_val_split
 from ..device import DeviceChoice, check_precision
 from ..engine import plots
@@ -56,7 +57,7 @@ def load_records(cfg: PrefConfig, run_dir: Path) -> list[PairRecord]:
         print(f"[data] {path}: {len(result.quarantine)} of {result.rows} rows quarantined "
               f"(see {run_dir / 'data_report.json'})")
     if cfg.max_rows:
-        records = records[:cfg.max_rows]
+        records = limit_rows(records, cfg.max_rows, cfg.max_rows_pick, seed=cfg.seed)
     if len(records) < 10:
         raise UsageError(f"{path}: only {len(records)} usable labelled rows; need at least 10")
     return records
@@ -140,11 +141,13 @@ def train_split(cfg: PrefConfig, records: list[PairRecord], train_idx: list[int]
     val_enc = encode_pairs(val_records, tokenizer, both_orders=cfg.swap_aug, **enc_kw)
     select_enc = encode_pairs(select_records, tokenizer, both_orders=cfg.swap_aug, **enc_kw) if select_records else None
     model.set_style_stats(torch.from_numpy(train_enc.style))
+    drawn = rows.drawn(0)  # one epoch's rows after the source weights (the counts are the same every epoch)
     if accelerator.is_main_process:
         # the class prior of every non-validation row the run used: training rows and the selection slice
         sel = np.eye(3)[select_enc.labels] if select_enc is not None else np.zeros((0, 3))
-        write_prior(run_dir, np.concatenate([train_enc.targets, sel]))
-    task = PrefTask(cfg, train_enc, val_enc, tokenizer, accelerator.device.type, select=select_enc)
+        write_prior(run_dir, np.concatenate([train_enc.targets[drawn], sel]))
+    task = PrefTask(cfg, train_enc, val_enc, tokenizer, accelerator.device.type, select=select_enc,
+                    epoch_rows=rows.epoch_rows)
     accelerator.print(f"[run] {run_dir}: {len(train_records)} train / {len(select_records)} select / "
                       f"{len(val_records)} val pairs, "
                       f"{choice.device} {choice.precision}, {accelerator.num_processes} process(es), {cfg.model} {cfg.arch}")
@@ -163,10 +166,11 @@ def train_split(cfg: PrefConfig, records: list[PairRecord], train_idx: list[int]
         "val_log_loss": log_loss(probs, y), "val_log_loss_uncalibrated": log_loss(raw, y),
         "val_accuracy": float((probs.argmax(1) == y).mean()), "temperature": temperature,
         **summary, "train_pairs_per_s": summary["train_examples_per_s"],
-        "n_train": len(train_records), "n_val": len(val_records), "n_select": len(select_records),
+        "n_train": len(drawn), "n_train_distinct": len(train_records), "n_val": len(val_records),
+        "n_select": len(select_records),
         "val_log_loss_in_sample_calibrated": log_loss(floor_probs(average_probs(ab, ba, fit_temperature(ab, ba, y))), y),
         "figures": _figures(bool(select_records)),
-        "val_log_loss_class_prior": _prior_log_loss(train_enc.targets, y),
+        "val_log_loss_class_prior": _prior_log_loss(train_enc.targets[drawn], y),
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
     if select_enc is not None:  # the selection slice's own figure (in-sample for temperature and checkpoint)

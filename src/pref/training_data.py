@@ -7,10 +7,11 @@
   of `--data` that falls in validation is neither scored nor trained on: its
   prompt is a validation prompt), counted in data_report.json;
 * training: the fold's other rows of `--data`, then each extra source after
-  the leak guard and duplicate removal of `data.sources.merge_training`, with
-  the sources' weights applied as one seeded draw (`data.sources.epoch_rows`
-  at epoch 0: a weight-2 source appears twice, a weight-0.5 source by a
-  seeded half);
+  the leak guard and duplicate removal of `data.sources.merge_training`, each
+  row once; the sources' weights are applied per epoch by the engine's batch
+  plan through `SplitRows.epoch_rows` (`data.sources.epoch_rows`: a weight-2
+  source appears twice, a weight-0.5 source by a seeded half, another half
+  each epoch, from (seed, epoch) alone, so a resumed run replans the same epoch);
 * teacher probabilities from `--teacher RUN`: the teacher's out-of-fold
   predictions for rows it has them for (it never trained on those), predicted
   by the teacher for the rest, cached in `teacher_predictions.csv` in the run
@@ -48,6 +49,8 @@ class TrainingSources:
     specs: list[SourceSpec]
     records: list[list[PairRecord]]
     reports: list[dict]
+    max_rows_pick: str = "first"  # how each source's max_rows picks its rows (--max-rows-pick)
+    seed: int = 0
 
 
 def load_extra_sources(cfg) -> TrainingSources | None:
@@ -64,14 +67,29 @@ def load_extra_sources(cfg) -> TrainingSources | None:
         rep = result.report(max_listed=50)
         recs.append(result.records)
         reports.append({k: rep[k] for k in ("file", "rows", "ok", "quarantined", "reasons", "label_kinds")})
-    return TrainingSources(specs, recs, reports)
+    return TrainingSources(specs, recs, reports, cfg.max_rows_pick, cfg.seed)
 
 
 @dataclass
 class SplitRows:
-    train: list[PairRecord]
+    train: list[PairRecord]  # every training row once (--data's, then each extra source's)
     select: list[PairRecord]  # held out of training: temperature + checkpoint choice (empty: use val)
     val: list[PairRecord]  # hard rows of the validation fold: scored only
+    source: np.ndarray | None = None  # (len(train),) source index of each training row
+    weights: tuple[float, ...] = ()  # sampling weight per source
+    seed: int = 0
+
+    def epoch_rows(self, epoch: int) -> np.ndarray | None:
+        """Indices into `train` one epoch trains on (the Task hook the engine's batch plan
+        calls); None when every weight is 1 (every row once, the plan of an unweighted run)."""
+        if self.source is None or all(w == 1.0 for w in self.weights):
+            return None
+        return epoch_rows(self.source, self.weights, seed=self.seed, epoch=epoch)
+
+    def drawn(self, epoch: int = 0) -> np.ndarray:
+        """`epoch_rows` with None spelled out: what one epoch's counts and class prior are of."""
+        rows = self.epoch_rows(epoch)
+        return np.arange(len(self.train)) if rows is None else rows
 
 
 def select_slice(records: Sequence[PairRecord], train_idx: Sequence[int], frac: float,
@@ -104,10 +122,11 @@ def training_rows(cfg, records: Sequence[PairRecord], train_idx: Sequence[int], 
     merged = merge_training(records, train_idx, list(val_idx) + select_idx,
                             list(zip(extras.specs, extras.records)) if extras else [],
                             primary_name=Path(cfg.data).name if cfg.data else "demo", primary_path=cfg.data,
-                            extra_reports=extras.reports if extras else None)
+                            extra_reports=extras.reports if extras else None,
+                            max_rows_pick=extras.max_rows_pick if extras else "first", seed=extras.seed if extras else 0)
     merged.blocks[0].val = len(val_hard)  # its `train` counts exclude the selection slice
-    rows = epoch_rows(merged.source, merged.weights, seed=cfg.seed, epoch=0)
-    train = [merged.records[i] for i in rows]
+    rows = epoch_rows(merged.source, merged.weights, seed=cfg.seed, epoch=0)  # per-epoch counts for the report
+    train = list(merged.records)
     if cfg.teacher:
         train = with_teacher(train, cfg.teacher, run_dir, main_process=main_process)
     if not val_hard:
@@ -116,7 +135,8 @@ def training_rows(cfg, records: Sequence[PairRecord], train_idx: Sequence[int], 
     if main_process:
         _update_report(run_dir, merged, rows, [records[i] for i in val_idx], len(val_hard),
                        {"rows": len(select_idx), "soft_rows_dropped": soft_in_select, "frac": cfg.select_frac})
-    return SplitRows(train, [records[i] for i in select_idx], [records[i] for i in val_hard])
+    return SplitRows(train, [records[i] for i in select_idx], [records[i] for i in val_hard],
+                     source=merged.source, weights=tuple(merged.weights), seed=cfg.seed)
 
 
 def _update_report(run_dir: Path, merged, rows: np.ndarray, val_records: list[PairRecord], n_val_hard: int,
@@ -127,7 +147,7 @@ def _update_report(run_dir: Path, merged, rows: np.ndarray, val_records: list[Pa
     blocks = []
     for s, b in enumerate(merged.blocks):
         d = b.as_dict()
-        d["train_draws"] = int(per_source[s])  # rows the run trains on after the sampling weight
+        d["train_draws"] = int(per_source[s])  # rows each epoch trains on after the sampling weight
         d["label_kinds"] = label_kinds([r for r, src in zip(merged.records, merged.source) if src == s])
         blocks.append(d)
     report["sources"] = blocks
