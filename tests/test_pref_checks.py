@@ -76,8 +76,9 @@ def test_model_loading_failures_are_one_line_with_the_way_out(kind, monkeypatch)
     msg = str(e.value)
     assert "\n" not in msg and "'distilbert (distilbert-base-uncased)'" in msg and words in msg.lower()
     assert "--model minilm" in msg and "HF_HUB_OFFLINE=1" in msg and "local folder" in msg
-    with pytest.raises(registry.ModelLoadError, match="distilbert"):
+    with pytest.raises(registry.ModelLoadError, match="distilbert") as c:
         registry.encoder_config("distilbert")
+    assert str(c.value) == msg  # one translation for the weights and the config alone
 
 
 def test_train_cli_gives_one_line_when_the_hub_is_unreachable(monkeypatch, tmp_path, capsys):
@@ -91,6 +92,16 @@ def test_train_cli_gives_one_line_when_the_hub_is_unreachable(monkeypatch, tmp_p
     assert train_main(["--model", "distilbert", "--out", str(tmp_path / "r"), "--demo-rows", "40"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: model 'distilbert") and "--model minilm" in err[0]
+
+
+def test_a_hub_id_under_hf_hub_offline_is_the_same_line_for_weights_and_config(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    lines = []
+    for load in (registry.load_encoder, registry.encoder_config):
+        with pytest.raises(registry.ModelLoadError) as e:
+            load("distilbert")
+        lines.append(str(e.value))
+    assert lines[0] == lines[1] and "HF_HUB_OFFLINE=1" in lines[0] and "distilbert-base-uncased" in lines[0]
 
 
 def test_other_errors_are_not_disguised(monkeypatch):

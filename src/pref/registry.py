@@ -66,39 +66,38 @@ def _why(e: BaseException) -> str | None:
     return None
 
 
-def load_encoder(name: str, *, trust_remote_code: bool = False):
-    """(encoder, tokenizer) from an alias, hub id or folder."""
-    from transformers import AutoModel, AutoTokenizer
+def _load(name: str, load):
+    """`load(path)` for the model `name` (alias, hub id or folder): the one place that
+    refuses a hub id under HF_HUB_OFFLINE=1 and turns a loading failure into one
+    `ModelLoadError` line (anything `_why` cannot explain is re-raised as it is)."""
     path = resolve_model(name)
+    shown = name if path == name else f"{name} ({path})"
     if not os.path.isdir(path) and os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise ModelLoadError(f"model '{name}' ({path}) is not a local folder and HF_HUB_OFFLINE=1: "
+        raise ModelLoadError(f"model '{shown}' is not a local folder and HF_HUB_OFFLINE=1: "
                              "use --model minilm or a local path")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-        encoder = AutoModel.from_pretrained(path, trust_remote_code=trust_remote_code)
+        return load(path)
     except Exception as e:  # noqa: BLE001  (narrowed by _why; anything else is re-raised)
         why = _why(e)
         if why is None:
             raise
-        shown = name if path == name else f"{name} ({path})"
         raise ModelLoadError(f"model '{shown}' could not be loaded: {why}; {WAY_OUT}") from e
-    return encoder, tokenizer
+
+
+def load_encoder(name: str, *, trust_remote_code: bool = False):
+    """(encoder, tokenizer) from an alias, hub id or folder."""
+    from transformers import AutoModel, AutoTokenizer
+
+    def load(path: str):
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        return AutoModel.from_pretrained(path, trust_remote_code=trust_remote_code), tokenizer
+    return _load(name, load)
 
 
 def encoder_config(name: str, *, trust_remote_code: bool = False):
     """The encoder's config alone (small, no weights): what checks before training need."""
     from transformers import AutoConfig
-    path = resolve_model(name)
-    if not os.path.isdir(path) and os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise ModelLoadError(f"model '{name}' ({path}) is not a local folder and HF_HUB_OFFLINE=1: "
-                             "use --model minilm or a local path")
-    try:
-        return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except Exception as e:  # noqa: BLE001
-        why = _why(e)
-        if why is None:
-            raise
-        raise ModelLoadError(f"model '{name}' could not be loaded: {why}; {WAY_OUT}") from e
+    return _load(name, lambda path: AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code))
 
 
 def max_positions(enc_cfg) -> int | None:
