@@ -45,6 +45,10 @@ Decisions, and the library pitfalls they avoid:
   mask; flash_attention_2 reads the boundaries from the position ids, and so do the
   sdpa/eager masks of transformers versions whose masking_utils has
   find_packed_sequence_indices (it keeps each token inside its own sequence).
+
+Over 400 lines because every rule a decoder backbone obeys at load time (kind, pad,
+attention kernel, quantisation, LoRA targets, packing) is checked here, in one place,
+before weights load; the config glue at the bottom is the first piece to move out.
 """
 from __future__ import annotations
 
