@@ -27,9 +27,13 @@ class PrefTask(TaskBase):
     monitor_mode = "min"
 
     def __init__(self, cfg: PrefConfig, train: PairEncoding, val: PairEncoding, tokenizer, device_type: str,
-                 select: PairEncoding | None = None, epoch_rows=None):
+                 select: PairEncoding | None = None, epoch_rows=None, lr_mults: dict[str, float] | None = None):
         self.cfg, self.train, self.val, self.tokenizer = cfg, train, val, tokenizer
         self._epoch_rows = epoch_rows  # (epoch) -> rows of `train` (source weights), None = each row once
+        # LoRA: resume checkpoints hold adapters + head (what trains); the frozen base is
+        # rebuilt from its name on resume, not copied into every checkpoint.
+        self.resume_trainable_only = bool(cfg.lora)
+        self.lr_mults = lr_mults  # the model's own (pref/backbone.lr_multipliers: head + adapters)
         self.select = select if select is not None and len(select) else None
         self.monitor = "select_log_loss" if self.select is not None else "val_log_loss"
         self.pad_multiple = 8 if device_type in ("cuda", "xpu") else 1  # tensor-core friendly widths on GPUs
@@ -44,6 +48,8 @@ class PrefTask(TaskBase):
         return None if self._epoch_rows is None else self._epoch_rows(epoch)
 
     def lr_multipliers(self) -> dict[str, float]:
+        if self.lr_mults is not None:
+            return self.lr_mults
         return {"head.": self.cfg.head_lr_mult}  # a fresh head learns faster than the pretrained encoder
 
     def collate(self, indices: list[int]) -> dict:

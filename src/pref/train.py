@@ -147,7 +147,8 @@ def train_split(cfg: PrefConfig, records: list[PairRecord], train_idx: list[int]
         sel = np.eye(3)[select_enc.labels] if select_enc is not None else np.zeros((0, 3))
         write_prior(run_dir, np.concatenate([train_enc.targets[drawn], sel]))
     task = PrefTask(cfg, train_enc, val_enc, tokenizer, accelerator.device.type, select=select_enc,
-                    epoch_rows=rows.epoch_rows)
+                    epoch_rows=rows.epoch_rows,
+                    lr_mults=getattr(model, "lr_multipliers", None))  # LoRA: --lora-lr-mult for the adapters
     accelerator.print(f"[run] {run_dir}: {len(train_records)} train / {len(select_records)} select / "
                       f"{len(val_records)} val pairs, "
                       f"{choice.device} {choice.precision}, {accelerator.num_processes} process(es), {cfg.model} {cfg.arch}")
