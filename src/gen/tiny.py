@@ -88,7 +88,18 @@ def save_tiny(model, tokenizer, folder: str | os.PathLike) -> None:
     os.makedirs(folder, exist_ok=True)
     tokenizer.save_pretrained(folder)
     if model is not None:
-        model.save_pretrained(folder)
+        # transformers >= 5 writes the weights only on torch.distributed rank 0 once a process
+        # group exists (PreTrainedModel.should_save_on_this_rank). A tiny folder is private to
+        # the process that builds it (each DDP rank builds its own), so this process must write
+        # it whatever its rank: without this, rank 1 of a DDP run found a folder with a
+        # tokenizer and no config or weights.
+        model.should_save_on_this_rank = lambda is_main_process: is_main_process
+        try:
+            model.save_pretrained(folder)
+        finally:
+            del model.should_save_on_this_rank
+        if not os.path.isfile(os.path.join(folder, "config.json")):
+            raise RuntimeError(f"{folder}: save_pretrained wrote no config.json for the tiny model")
 
 
 def load_tiny(folder: str | os.PathLike):
