@@ -132,12 +132,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_init_from_a_lora_run_first_step_loss_equal_and_fresh_optimizer(small_csv, tmp_path):
-    first = _cfg(small_csv, tmp_path / "stage1", model="tiny-qwen2", lora_dropout=0.0, eval_every=0)
+@pytest.fixture(scope="module")
+def lora_stage1(small_csv, tmp_path_factory) -> tuple[PrefConfig, Path]:
+    """A short LoRA tiny-qwen2 run to warm-start from (its adapters have moved off peft's zero B)."""
+    out = tmp_path_factory.mktemp("lora_stage1") / "stage1"
+    first = _cfg(small_csv, out, model="tiny-qwen2", lora_dropout=0.0, eval_every=0, epochs=0.4)
     run(first)
+    return first, out
+
+
+def test_init_from_a_lora_run_first_step_loss_equal_and_fresh_optimizer(small_csv, lora_stage1, tmp_path):
+    first, stage1 = lora_stage1
     from src.pref.checkpoint import load_pref_checkpoint
-    src_model, tok, _, _ = load_pref_checkpoint(tmp_path / "stage1")
-    second = replace(first, out=str(tmp_path / "stage2"), init_from=str(tmp_path / "stage1"), seed=11)
+    src_model, tok, _, _ = load_pref_checkpoint(stage1)
+    assert any(float(v.abs().max()) > 0 for k, v in src_model.state_dict().items() if "lora_B" in k)
+    second = replace(first, out=str(tmp_path / "stage2"), init_from=str(stage1), seed=11)
     warm, _ = build(second)
     cold, _ = build(replace(second, init_from=""))
     a, b = src_model.state_dict(), warm.state_dict()
@@ -151,21 +160,23 @@ def test_init_from_a_lora_run_first_step_loss_equal_and_fresh_optimizer(small_cs
     assert l_warm == pytest.approx(l_src, rel=1e-6)
     assert abs(l_cold - l_src) > 1e-3  # fresh adapters + head are not that run
     # the warm-started run trains with its own fresh optimizer and schedule
-    m = run(replace(second, stop_after_steps=1))
+    assert run(replace(second, stop_after_steps=1)) == {"stopped_at_step": 1}
     state = load_resume_state(tmp_path / "stage2" / "checkpoint" / "last")
-    assert m == {"stopped_at_step": 1} and state["progress"]["step"] == 1 and state["scheduler"]["last_epoch"] == 1
-    assert all(s["step"] == 1 for s in state["optimizer"]["state"].values())  # Adam moments from step 0, not stage 1's
+    assert state["progress"]["step"] == 1 and state["scheduler"]["last_epoch"] == 1
+    assert all(float(s["step"]) == 1 for s in state["optimizer"]["state"].values())  # Adam from step 0
 
 
 @pytest.mark.parametrize("change, match", [
-    (dict(model="tiny-llama"), "base model"),
-    (dict(lora=False), "LoRA"),
-    (dict(lora_r=4), "lora_r"),
+    (dict(model="tiny-llama"), "base model 'tiny-qwen2'"),  # same module names and shapes: would load silently
+    (dict(lora=False), "is a LoRA run"),
+    (dict(lora_r=4), "lora_r is 2"),
+    (dict(lora_alpha=8), "lora_alpha is 4"),
+    (dict(lora_targets="q_proj,v_proj"), "lora_targets"),
 ])
-def test_init_from_a_lora_run_refuses_another_base_or_adapter_shape(small_csv, tmp_path, change, match):
-    first = _cfg(small_csv, tmp_path / "stage1", model="tiny-qwen2", lora_dropout=0.0, eval_every=0, epochs=0.2)
-    run(first)
-    second = replace(first, out=str(tmp_path / "stage2"), init_from=str(tmp_path / "stage1"), **change)
+def test_init_from_a_lora_run_refuses_another_base_or_adapter_shape(lora_stage1, tmp_path, change, match):
+    first, stage1 = lora_stage1
+    second = replace(first, out=str(tmp_path / "stage2"), init_from=str(stage1), **change)
     with pytest.raises(UsageError, match=f"--init-from .*{match}") as e:
         build(second)
     assert "\n" not in str(e.value)
+    assert not (tmp_path / "stage2").exists()

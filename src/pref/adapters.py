@@ -74,6 +74,42 @@ def load_own_weights(model: Any, path: Path) -> None:
                          f"(unexpected {unexpected[:3]}, missing {not_base[:3]})")
 
 
+def same_base(a: str, b: str) -> bool:
+    """Do two --model names (alias, hub id, folder) name one base? Aliases resolve first
+    (gemma-2-9b-it == google/gemma-2-9b-it), folders compare by real path."""
+    import os
+    from .backbone import resolve_backbone
+    if a == b:
+        return True
+    ra, rb = resolve_backbone(a), resolve_backbone(b)
+    return ra == rb or (os.path.isdir(ra) and os.path.isdir(rb) and os.path.realpath(ra) == os.path.realpath(rb))
+
+
+def check_warm_start(meta: dict | None, cfg: Any, model: Any, where: str) -> None:
+    """--init-from RUN into this run's model: refuse what would load silently but wrongly.
+    Adapters of another base with the same module names and shapes (tiny-qwen2 and
+    tiny-llama, or two fine-tunes of one architecture) fill without a single missing key,
+    and a different alpha rescales every adapter: both give a run that is not the source's."""
+    src_lora = bool(meta and meta.get("lora"))
+    if src_lora != is_lora_model(model):
+        if src_lora:
+            raise UsageError(f"{where} is a LoRA run (adapters on {meta['base']!r}) and this run is not: "
+                             "add --lora with the same base and LoRA shape")
+        raise UsageError(f"{where} is a full fine-tune and this run is LoRA: drop --lora to start from its weights")
+    if not src_lora:
+        return
+    if not same_base(meta["base"], cfg.model):
+        raise UsageError(f"{where}: its adapters belong to base model {meta['base']!r}, this run's base is "
+                         f"{cfg.model!r}: LoRA warm starts need the same base")
+    src = meta["lora"]
+    here = {"lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha,
+            "lora_targets": sorted(next(iter(model.encoder.peft_config.values())).target_modules)}
+    there = {"lora_r": src["r"], "lora_alpha": src["alpha"], "lora_targets": sorted(src.get("targets") or [])}
+    for name in here:
+        if here[name] != there[name] and (name != "lora_targets" or there[name]):
+            raise UsageError(f"{where}: its {name} is {there[name]!r}, this run's is {here[name]!r}")
+
+
 def lora_spec_from_meta(meta: dict) -> LoraSpec | None:
     return LoraSpec(**meta["lora"]) if meta.get("lora") else None
 

@@ -154,6 +154,7 @@ def init_from_run(model: PrefModel, path: str | os.PathLike, cfg: PrefConfig) ->
         if getattr(src, name) != getattr(cfg, name):
             raise UsageError(f"--init-from {path}: its {name} is {getattr(src, name)!r}, this run's is {getattr(cfg, name)!r}")
     from . import adapters
+    adapters.check_warm_start(adapters.read_meta(folder), cfg, model, f"--init-from {path}")
     try:  # a LoRA run's file holds adapters + head only; a full run's file holds everything
         if adapters.is_lora_model(model):
             adapters.load_own_weights(model, folder / "model.safetensors")
