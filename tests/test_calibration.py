@@ -70,3 +70,25 @@ def test_sharpening_still_stops_at_the_floor():
     assert t >= cal.temperature_bounds(ab, ba)[0] > cal.T_MIN
     assert cal.average_probs(ab, ba, t).min() >= cal.PROB_FLOOR / 3
 
+
+def test_a_style_feature_constant_in_training_stays_a_unit_change(tmp_path):
+    """Where the puzzle's outlier came from: no training row had an empty turn, its std was
+    clamped to 1e-3, and the one validation row with an empty response B got z = 693."""
+    import torch
+
+    from src.pref.features import FEATURE_NAMES, N_FEATURES
+    from src.pref.model import PrefModel
+    from tests.pref_helpers import make_tiny_encoder
+    from transformers import AutoModel
+    enc = AutoModel.from_pretrained(make_tiny_encoder(tmp_path / "enc"))
+    model = PrefModel(enc, arch="cross", head_hidden=8, style=True)
+    k = FEATURE_NAMES.index("empty_turns")
+    train = torch.randn(50, 2, N_FEATURES)
+    train[..., k] = 0.0  # never seen in training
+    model.set_style_stats(train)
+    row = torch.zeros(1, 2, N_FEATURES)
+    row[0, 1, k] = 1.0
+    z = (row - model.style_mean) / model.style_std
+    assert z[0, 1, k] == 1.0
+    others = [i for i in range(N_FEATURES) if i != k]
+    torch.testing.assert_close(model.style_std[others], train.reshape(-1, N_FEATURES).std(0)[others])

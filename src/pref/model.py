@@ -71,7 +71,11 @@ class PrefModel(nn.Module):
     def set_style_stats(self, feats: torch.Tensor) -> None:
         flat = feats.reshape(-1, N_FEATURES).float()
         self.style_mean.copy_(flat.mean(0))
-        self.style_std.copy_(flat.std(0).clamp(min=1e-3))
+        std = torch.nan_to_num(flat.std(0), nan=0.0)
+        # A feature (nearly) constant in training carries nothing the head could learn; dividing
+        # by a 1e-3 clamp turned one unseen value (an empty turn, in a tiny-llama run on hh-rlhf
+        # rows) into z = 693 and a logit spread of 45. Unit scale keeps it a unit change.
+        self.style_std.copy_(torch.where(std < 1e-3, torch.ones_like(std), std))
 
     def head_input(self, a: torch.Tensor, b: torch.Tensor | None, fa: torch.Tensor | None,
                    fb: torch.Tensor | None) -> torch.Tensor:
