@@ -2,11 +2,15 @@
 
     python -m src.export --run runs/minilm-x --to export/minilm-x --kaggle-user me
     python -m src.export --run runs/cv5 --to export/cv5          # a K-fold run dir: every fold, equal weights
+    python -m src.export --run runs/gemma-lora --to export/gl --base-dir /kaggle/input/gemma-2/transformers/gemma-2-9b-it/2
     kaggle datasets create -p export/minilm-x --dir-mode zip
 
 The folder holds the weights, tokenizer, config, calibration and class prior of
 each run, the inference code (prefpipe_src/), prefpipe_export.json and
 dataset-metadata.json; notebooks/kaggle_inference.ipynb predicts from it offline.
+An adapter (LoRA) run ships its adapters + head and its base model folder under
+bases/ (or, with --base-dir, the path of a Kaggle model the notebook attaches);
+it needs peft (listed in prefpipe_export.json "requires").
 """
 from __future__ import annotations
 
@@ -27,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--slug", help="dataset slug [default: from the title]")
     ap.add_argument("--license", default="other", help="dataset license name as Kaggle spells it "
                                                        "(e.g. CC0-1.0, other) [default: other]")
+    ap.add_argument("--base-dir", metavar="PATH",
+                    help="adapter runs: do not copy the base model; the notebook loads it from PATH (e.g. a Kaggle "
+                         "model attached to it, /kaggle/input/...) [default: copy the base into OUTDIR/bases/]")
     ap.add_argument("--force", action="store_true", help="replace OUTDIR if it exists")
     ap.add_argument("--no-verify", dest="verify", action="store_false",
                     help="skip loading the export in a fresh interpreter")
@@ -43,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> None:
         try:
             export_runs(args.run, args.to, weights=weights, kaggle_user=args.kaggle_user, title=args.title,
-                        slug=args.slug, license_name=args.license, force=args.force, verify=args.verify)
+                        slug=args.slug, license_name=args.license, force=args.force, verify=args.verify,
+                        base_dir=args.base_dir)
         except (FileExistsError, ValueError, RuntimeError) as e:  # a taken folder, bad weights, a failed check
             raise e if isinstance(e, UsageError) else UsageError(str(e)) from e
 

@@ -114,20 +114,39 @@ def lora_spec_from_meta(meta: dict) -> LoraSpec | None:
     return LoraSpec(**meta["lora"]) if meta.get("lora") else None
 
 
+def base_location(meta: dict, folder: str | Path | None = None, base_dir: str | Path | None = None) -> str:
+    """Where to load an adapter's base from: `base_dir` (a caller's override), else
+    backbone.json's `base_dir` (an export: the base copied beside the models, relative to
+    the checkpoint folder, or a Kaggle model path), else its `base` name (alias, hub id,
+    folder). A folder named but absent is a one-line error naming it."""
+    where = base_dir or meta.get("base_dir")
+    if not where:
+        return meta["base"]
+    path = Path(where)
+    if not path.is_absolute() and folder is not None:
+        path = Path(folder) / path
+    if not path.is_dir():
+        raise UsageError(f"adapter run: its base model folder {path} (base {meta['base']!r}) does not exist here: "
+                         "attach the dataset that holds it, or export again with the base copied")
+    return str(path.resolve())
+
+
 def load_base_for(meta: dict, *, device: str = "cpu", dtype: torch.dtype = torch.float32,
                   load_in_4bit: bool = False, load_in_8bit: bool = False, compute_dtype: torch.dtype = torch.bfloat16,
-                  log=None):
+                  log=None, folder: str | Path | None = None, base_dir: str | Path | None = None):
     """The backbone a LoRA checkpoint was trained on, with fresh adapters of its shape
-    (4/8-bit: quantised onto `device`, bitsandbytes computing in `compute_dtype`)."""
+    (4/8-bit: quantised onto `device`, bitsandbytes computing in `compute_dtype`; from
+    `base_location`: the checkpoint `folder` anchors a relative `base_dir`)."""
     from .backbone import load_backbone
+    where = base_location(meta, folder, base_dir)
     try:
-        return load_backbone(meta["base"], device=device, dtype=dtype, lora=lora_spec_from_meta(meta),
+        return load_backbone(where, device=device, dtype=dtype, lora=lora_spec_from_meta(meta),
                              load_in_4bit=load_in_4bit, load_in_8bit=load_in_8bit, attn=meta.get("attn"),
                              compute_dtype=compute_dtype, log=log)
     except (OSError, UsageError) as e:
         if isinstance(e, UsageError) and "--load-in" in str(e):
             raise
-        raise UsageError(f"adapter run: its base model {meta['base']!r} cannot be loaded here "
+        raise UsageError(f"adapter run: its base model {where!r} cannot be loaded here "
                          f"({str(e).splitlines()[0]}); give --base-model a local folder of it") from None
 
 

@@ -166,9 +166,10 @@ def init_from_run(model: PrefModel, path: str | os.PathLike, cfg: PrefConfig) ->
 
 
 def load_pref_checkpoint(path: str | os.PathLike, *, load_in_4bit: bool = False, load_in_8bit: bool = False,
-                         device: str = "cpu", compute_dtype=None):
+                         device: str = "cpu", compute_dtype=None, base_dir: str | os.PathLike | None = None):
     """(model in eval mode, tokenizer, config, temperature). Nothing is downloaded:
-    the encoder is rebuilt from its saved config and filled from safetensors."""
+    the encoder is rebuilt from its saved config and filled from safetensors. An
+    adapter run's base comes from `base_dir` when given (adapters.base_location)."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
     from . import adapters
     folder = best_folder(path)
@@ -177,7 +178,7 @@ def load_pref_checkpoint(path: str | os.PathLike, *, load_in_4bit: bool = False,
     if meta and meta.get("lora"):  # base + adapter: the base is rebuilt from its name, the file fills the rest
         quant = {"compute_dtype": compute_dtype} if compute_dtype is not None else {}
         base = adapters.load_base_for(meta, load_in_4bit=load_in_4bit, load_in_8bit=load_in_8bit,
-                                      device=device, log=None, **quant)
+                                      device=device, log=None, folder=folder, base_dir=base_dir, **quant)
         model = build_pref_model(base.model, cfg)
         adapters.load_own_weights(model, folder / "model.safetensors")
     else:

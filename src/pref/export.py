@@ -4,7 +4,11 @@
       dataset-metadata.json     title, id (USER/slug), licenses: what `kaggle datasets create` reads
       prefpipe_export.json      the models in ensemble order, their weights, provenance
       models/m0/                model.safetensors, encoder/ (config), tokenizer/, config.yaml,
-                                calibration.json, prior.json (class prior for unparseable rows)
+                                calibration.json, prior.json (class prior for unparseable rows);
+                                an adapter (LoRA) run: adapters + head only, and backbone.json
+                                whose `base_dir` says where its base model is
+      bases/<name>/             an adapter run's base model folder, copied once for all models that
+                                share it (not written with --base-dir: a Kaggle model path instead)
       prefpipe_src/src/...      the inference code: exactly the src modules `src.predict` imports
       README.md                 how to upload it and predict with it
 
@@ -13,7 +17,10 @@ sys.path and calls `src.pref.submission.predict_file`. The export is checked
 before it is moved into place: in a fresh interpreter that sees only the copied
 code, with accelerate/optuna/peft/trl/matplotlib/pandas made unimportable (the
 Kaggle image has torch and transformers; nothing else of ours is needed), the
-code imports and every model loads offline.
+code imports, every model loads offline and predicts three rows. An adapter
+export needs peft (and accelerate, which peft imports): the manifest's `requires`
+lists them, the check lets exactly those through, and the notebook says so when
+one is missing.
 """
 from __future__ import annotations
 
@@ -29,23 +36,42 @@ from typing import Sequence
 
 from ..config import atomic_write_text
 from ..engine.checkpoint import atomic_dir
-from .checkpoint import CHECKPOINT_DIRS, CHECKPOINT_FILES, METRICS, PRIOR, expand_runs, load_config, locate
+from ..errors import UsageError
+from .adapters import META, read_meta
+from .checkpoint import (CHECKPOINT_DIRS, CHECKPOINT_FILES, METRICS, OPTIONAL_CHECKPOINT_FILES, PRIOR, expand_runs,
+                         load_config, locate)
 from .ensemble import run_prior
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = "prefpipe_export.json"
 SRC_DIR = "prefpipe_src"
-# what the notebook and the CLI import; src.pref.adapters is imported lazily by load_pref_checkpoint,
-# so the import scan below would not see it
-ENTRY_MODULES = ("src.predict", "src.pref.submission", "src.pref.adapters")
+# what the notebook and the CLI import, and the modules the inference path imports lazily (inside
+# functions), which the import scan below would not see: load_pref_checkpoint -> adapters ->
+# backbone -> gen.tiny / memplan / registry (alias resolution); encode -> judge (the cross judge prompt)
+ENTRY_MODULES = ("src.predict", "src.pref.submission", "src.pref.adapters", "src.pref.backbone", "src.gen.tiny",
+                 "src.pref.memplan", "src.pref.registry", "src.pref.judge")
 BLOCKED = ("accelerate", "optuna", "peft", "trl", "matplotlib", "pandas", "sklearn")
+REQUIRES = ("torch", "transformers", "safetensors", "tokenizers")  # on the Kaggle image
+ADAPTER_REQUIRES = ("peft", "accelerate")  # LoRA runs: peft builds the adapters, and imports accelerate
+BASES = "bases"
 PATH_FIELDS = ("data", "out")  # config.yaml fields that hold local paths: exported as bare names
 USER_PLACEHOLDER = "INSERT_KAGGLE_USERNAME_HERE"
 
 
 def inference_modules(root: Path = ROOT) -> list[Path]:
     """The src files `src.predict` and `src.pref.submission` import, found by
-    importing them in a fresh interpreter (so the list follows the code)."""
+    importing them in a fresh interpreter (so the list follows the code); one scan
+    per process and module list (a K-fold export or a test session exports often)."""
+    key = (str(root), ENTRY_MODULES)
+    if key not in _SCANNED:
+        _SCANNED[key] = _scan_modules(root)
+    return list(_SCANNED[key])
+
+
+_SCANNED: dict[tuple, list[Path]] = {}
+
+
+def _scan_modules(root: Path) -> list[Path]:
     code = ("import json, sys; sys.path.insert(0, sys.argv[1]); "
             + "; ".join(f"import {m}" for m in ENTRY_MODULES)
             + "; print(json.dumps(sorted(m.__file__ for n, m in list(sys.modules.items()) "
@@ -111,11 +137,12 @@ def load_yaml_text(text: str) -> dict:
 
 
 def copy_model(run: Path, dest: Path) -> dict:
-    """One run's checkpoint (the layout's file list), its prior and metrics; relative names only."""
+    """One run's checkpoint (the layout's file list), its prior and metrics; relative names only.
+    An adapter run's backbone.json is copied too (the base is placed by `place_base`)."""
     layout = locate(run)
     folder = layout.best
     dest.mkdir(parents=True)
-    for name in CHECKPOINT_FILES:
+    for name in CHECKPOINT_FILES + OPTIONAL_CHECKPOINT_FILES:
         if (folder / name).exists():
             shutil.copy2(folder / name, dest / name)
     atomic_write_text(dest / "config.yaml", portable_config((folder / "config.yaml").read_text(encoding="utf-8")))
@@ -132,6 +159,52 @@ def copy_model(run: Path, dest: Path) -> dict:
     return info
 
 
+def local_base_folder(name: str, run: Path) -> Path:
+    """The folder an adapter run's base loads from here: a local folder, a tiny-* model
+    (built in-process), or a hub id already in the local HF cache."""
+    from .backbone import resolve_backbone
+    path = resolve_backbone(name)
+    if os.path.isdir(path):
+        return Path(path)
+    try:
+        from huggingface_hub import snapshot_download
+        return Path(snapshot_download(path, local_files_only=True))
+    except Exception:  # not cached (LocalEntryNotFoundError), no hub client, a bad id
+        raise UsageError(f"{run}: its base model {name!r} is neither a local folder nor in the local Hugging Face "
+                         "cache, so it cannot be copied into the export: give --base-dir with the path the notebook "
+                         "will find it at (a Kaggle model, e.g. /kaggle/input/gemma-2/transformers/gemma-2-9b-it/2)"
+                         ) from None
+
+
+def place_base(run: Path, model_dir: Path, root: Path, copied: dict[str, str], base_dir: str | None,
+               log) -> dict | None:
+    """For an adapter run: copy its base into root/bases/<name>/ once per distinct base
+    (or, with `base_dir`, only name that path), and point the exported backbone.json's
+    `base_dir` at it. None for a run with full weights."""
+    meta = read_meta(model_dir)
+    if not meta or not meta.get("lora"):
+        return None
+    name = str(meta["base"])
+    if base_dir is None:
+        src = local_base_folder(name, run).resolve()
+        if str(src) not in copied:
+            slug = slugify(Path(name).name)
+            while slug in copied.values():
+                slug += "-b"
+            shutil.copytree(src, root / BASES / slug, ignore=shutil.ignore_patterns("*.partial", "__pycache__", ".cache"))
+            size = sum(f.stat().st_size for f in (root / BASES / slug).rglob("*") if f.is_file())
+            log(f"[export] base {name} -> {BASES}/{slug} ({size / 2**20:.1f} MiB)")
+            copied[str(src)] = slug
+        where = f"../../{BASES}/{copied[str(src)]}"  # relative to models/m<k>/
+    else:
+        where = base_dir
+    if os.path.isabs(name) or os.path.isdir(name):
+        meta["base"] = Path(name).name  # provenance only: never a local path in the export
+    meta["base_dir"] = where
+    atomic_write_text(model_dir / META, json.dumps(meta, indent=2) + "\n")
+    return {"name": meta["base"], "dir": where, "copied": base_dir is None}
+
+
 def copy_source(dest: Path, root: Path = ROOT) -> list[str]:
     copied = []
     for f in inference_modules(root):
@@ -142,26 +215,48 @@ def copy_source(dest: Path, root: Path = ROOT) -> list[str]:
     return copied
 
 
-def verify_export(folder: Path, *, load_models: bool = True, timeout: int = 600) -> dict:
-    """Import the copied code (only it) and load every model, in a fresh
-    interpreter without PYTHONPATH, cwd or user site (`python -I`), with the
-    packages in BLOCKED unimportable. Raises RuntimeError with the child's error."""
+VERIFY_ROWS = [  # id, prompt, response_a, response_b: the check predicts these with every model
+    ("1", '["What is 2+2?"]', '["4"]', '["Four, because 2+2=4."]'),
+    ("2", '["Name a colour.", "Another?"]', '["Red.", "Blue."]', '["Green", "Teal"]'),
+    ("3", '["Say hi"]', '["hi"]', '[""]'),
+]
+
+
+def verify_export(folder: Path, *, load_models: bool = True, base_dirs: dict[str, str] | None = None,
+                  timeout: int = 600) -> dict:
+    """Import the copied code (only it), load every model and predict VERIFY_ROWS with the
+    ensemble, in a fresh interpreter without PYTHONPATH, cwd or user site (`python -I`),
+    with the packages in BLOCKED unimportable except those the manifest `requires` (peft
+    for adapter runs). `base_dirs` (model path -> local folder) stands in for a base the
+    export names by a path that exists only on Kaggle. Raises RuntimeError with the child's error."""
     manifest = json.loads((folder / MANIFEST).read_text())
-    models = [str(folder / m["path"]) for m in manifest["models"]] if load_models else []
+    blocked = tuple(b for b in BLOCKED if b not in manifest.get("requires", ()))
+    models = [m["path"] for m in manifest["models"]] if load_models else []
     code = f"""
-import json, sys
-for name in {BLOCKED!r}:
+import csv, json, os, sys, tempfile
+for name in {blocked!r}:
     sys.modules[name] = None  # "not installed": import raises, importlib.util.find_spec says None
 sys.path.insert(0, {str(folder / SRC_DIR)!r})
 import src
 assert src.__file__.startswith({str(folder / SRC_DIR)!r}), src.__file__
 {chr(10).join(f"import {m}" for m in ENTRY_MODULES)}
 from src.pref.checkpoint import load_pref_checkpoint
+from src.pref.submission import check_submission, predict_file
+folder, overrides = {str(folder)!r}, {dict(base_dirs or {})!r}
 loaded = []
-for path in {models!r}:
-    model, tok, cfg, t = load_pref_checkpoint(path)
-    loaded.append({{"path": path, "model": cfg.model, "arch": cfg.arch, "temperature": t}})
-print(json.dumps({{"src": src.__file__, "loaded": loaded}}))
+for rel in {models!r}:
+    path = os.path.join(folder, rel)
+    model, tok, cfg, t = load_pref_checkpoint(path, base_dir=overrides.get(rel))
+    loaded.append({{"path": rel, "model": cfg.model, "arch": cfg.arch, "temperature": t}})
+if loaded and not overrides:  # the whole inference path, lazily imported modules included
+    with tempfile.TemporaryDirectory() as tmp:
+        test, out = os.path.join(tmp, "test.csv"), os.path.join(tmp, "sub.csv")
+        with open(test, "w", newline="") as f:
+            csv.writer(f).writerows([("id", "prompt", "response_a", "response_b"), *{VERIFY_ROWS!r}])
+        predict_file([os.path.join(folder, r) for r in {models!r}], test, out, device="cpu", log=None)
+        problems = check_submission(out, test)
+        assert not problems, problems
+print(json.dumps({{"src": src.__file__, "loaded": loaded, "blocked": {list(blocked)!r}}}))
 """
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     env.pop("PYTHONPATH", None)
@@ -189,14 +284,18 @@ notebooks/kaggle_inference.ipynb, or:
     from src.pref.submission import predict_file
     predict_file(["/kaggle/input/<slug>/models/m0"], "/kaggle/input/lmsys-chatbot-arena/test.csv",
                  "/kaggle/working/submission.csv")
+
+Python packages it needs: {requires}.{bases}
 """
 
 
 def export_runs(runs: Sequence[str | os.PathLike], out: str | os.PathLike, *, weights: Sequence[float] | None = None,
                 kaggle_user: str | None = None, title: str | None = None, slug: str | None = None,
                 license_name: str = "other", force: bool = False, verify: bool = True,
-                log=print) -> dict:
-    """Write the export folder atomically (a temp folder renamed into place); returns the manifest."""
+                base_dir: str | None = None, log=print) -> dict:
+    """Write the export folder atomically (a temp folder renamed into place); returns the manifest.
+    `base_dir`: for adapter runs, the path the notebook loads the base from (a Kaggle
+    model) instead of a copy of the base in bases/."""
     log = log or (lambda s: None)
     out = Path(out)
     run_dirs = expand_runs(runs)
@@ -208,28 +307,48 @@ def export_runs(runs: Sequence[str | os.PathLike], out: str | os.PathLike, *, we
     title = title or default_title(run_dirs, first_cfg.model)
     if not 6 <= len(title) <= 50:
         raise ValueError(f"Kaggle dataset titles have 6 to 50 characters, got {len(title)}: {title!r}")
+    if base_dir is not None:
+        names = {str(m["base"]) for m in (read_meta(locate(r).best) for r in run_dirs) if m and m.get("lora")}
+        if not names:
+            raise UsageError("--base-dir is for adapter (LoRA) runs; these runs hold full weights")
+        if len(names) > 1:
+            raise UsageError(f"--base-dir names one base model; these runs use {len(names)}: {', '.join(sorted(names))}")
     created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     with atomic_dir(out) as tmp:
-        models = []
+        models, copied, stand_ins = [], {}, {}
         for k, run in enumerate(run_dirs):
-            info = copy_model(run, tmp / "models" / f"m{k}")
-            models.append({"path": f"models/m{k}", "weight": 1.0 if weights is None else float(weights[k]), **info})
-            log(f"[export] {run} -> models/m{k}")
+            rel = f"models/m{k}"
+            info = copy_model(run, tmp / rel)
+            base = place_base(run, tmp / rel, tmp, copied, base_dir, log)
+            if base is not None:
+                info["base"] = base
+                if base_dir is not None and not Path(base_dir).is_dir():  # a Kaggle path: check with the local base
+                    stand_ins[rel] = str(local_base_folder(str(read_meta(locate(run).best)["base"]), run))
+            models.append({"path": rel, "weight": 1.0 if weights is None else float(weights[k]), **info})
+            log(f"[export] {run} -> {rel}" + (f" (adapter; base {base['dir']})" if base else ""))
         files = copy_source(tmp / SRC_DIR)
+        requires = list(REQUIRES) + (list(ADAPTER_REQUIRES) if any("base" in m for m in models) else [])
         manifest = {"format": 1, "created": created, "git_commit": _git_commit(ROOT), "models": models,
-                    "tta": True, "src": SRC_DIR, "src_files": files}
+                    "tta": True, "src": SRC_DIR, "src_files": files, "requires": requires}
         atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=2) + "\n")
         meta = dataset_metadata(title, user=kaggle_user, slug=slug, license_name=license_name)
         atomic_write_text(tmp / "dataset-metadata.json", json.dumps(meta, indent=2) + "\n")
+        bases = sorted({m["base"]["dir"] for m in models if "base" in m})
         atomic_write_text(tmp / "README.md", EXPORT_README.format(
             title=title, created=created, weights=[m["weight"] for m in models],
-            models=", ".join(m["path"] for m in models), folder=out.name, src=SRC_DIR))
+            models=", ".join(m["path"] for m in models), folder=out.name, src=SRC_DIR,
+            requires=", ".join(requires),
+            bases=("" if not bases else "\nAdapter runs: base model loaded from " + ", ".join(bases)
+                   + " (backbone.json `base_dir`, relative to the model folder)"
+                   + ("; attach that model to the notebook." if base_dir else "."))))
         if verify:
-            checked = verify_export(tmp)
-            log(f"[export] checked: the copied code imports without {', '.join(BLOCKED)} and "
-                f"{len(checked['loaded'])} model(s) load offline")
+            checked = verify_export(tmp, base_dirs=stand_ins)
+            log(f"[export] checked: the copied code imports without {', '.join(checked['blocked'])} and "
+                f"{len(checked['loaded'])} model(s) load offline"
+                + (f" (base from a local stand-in for {base_dir})" if stand_ins else " and predict"))
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
-    log(f"[export] wrote {out} ({size / 2**20:.1f} MiB, {len(files)} source files), dataset id {meta['id']}"
+    log(f"[export] wrote {out} ({size / 2**20:.1f} MiB, {len(files)} source files), dataset id {meta['id']}, "
+        f"needs {', '.join(requires)}"
         + ("  <- set --kaggle-user or KAGGLE_USERNAME" if meta["id"].startswith(USER_PLACEHOLDER) else ""))
     log(f"[export] upload: kaggle datasets create -p {out} --dir-mode zip")
     return {**manifest, "dataset": meta, "out": str(out), "bytes": size}
