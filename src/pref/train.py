@@ -31,7 +31,7 @@ from ..device import DeviceChoice, check_precision
 from ..engine import plots
 from ..errors import UsageError
 from ..engine.loop import make_accelerator, run_summary, train
-from .calibration import average_probs, fit_temperature, floor_probs, log_loss
+from .calibration import average_probs, fit_temperature, floor_probs, log_loss, temperature_bounds
 from .checkpoint import build_pref_model, init_from_run, load_pref_checkpoint, write_prior
 from .config import PrefConfig
 from .encode import encode_pairs
@@ -174,9 +174,13 @@ def train_split(cfg: PrefConfig, records: list[PairRecord], train_idx: list[int]
         "val_log_loss_class_prior": _prior_log_loss(train_enc.targets[drawn], y),
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
+    fit_rows = (ab, ba, y)
     if select_enc is not None:  # the selection slice's own figure (in-sample for temperature and checkpoint)
         sab, sba = task.predict(best, accelerator, select_enc)
         metrics["select_log_loss"] = log_loss(floor_probs(average_probs(sab, sba, temperature)), select_enc.labels)
+        fit_rows = (sab, sba, select_enc.labels)
+    if cfg.calibrate:
+        metrics["temperature_fit"] = _temperature_fit(*fit_rows, temperature, "select" if select_enc is not None else "val")
     bayes = _bayes_log_loss(val_records)
     if bayes is not None:
         metrics["val_bayes_log_loss"] = bayes
@@ -195,6 +199,16 @@ def train_split(cfg: PrefConfig, records: list[PairRecord], train_idx: list[int]
                       f"accuracy {metrics['val_accuracy']:.3f}, {metrics['train_pairs_per_s']:.1f} pairs/s, "
                       f"peak memory {metrics['peak_rss_mb'] / 1024:.2f} GiB -> {run_dir}")
     return metrics
+
+
+def _temperature_fit(ab: np.ndarray, ba: np.ndarray | None, y: np.ndarray, temperature: float, rows: str) -> dict:
+    """How the saved temperature was fitted: on which rows, how many, in which range, and
+    whether the floor bound stopped it (then sharper would have fitted those rows better)."""
+    low, high = temperature_bounds(ab, ba)
+    return {"rows": rows, "n": int(len(y)), "bounds": [low, high],
+            "at_lower_bound": bool(abs(temperature - low) <= 1e-3 * max(low, 1e-9) + 1e-4),
+            "log_loss_fitted": log_loss(average_probs(ab, ba, temperature), y),
+            "log_loss_t1": log_loss(average_probs(ab, ba), y)}
 
 
 def _figures(held_out: bool) -> dict[str, str]:
