@@ -146,6 +146,7 @@ def test_metrics_say_how_the_temperature_was_fitted(lora_run):
     m = json.loads((lora_run / "metrics.json").read_text())
     fit = m["temperature_fit"]
     assert fit["rows"] in ("select", "val") and fit["n"] == (m["n_select"] if fit["rows"] == "select" else m["n_val"])
+    assert len(fit["label_counts"]) == 3 and sum(fit["label_counts"]) == fit["n"]  # a slice without ties says so
     low, high = fit["bounds"]
     assert low <= m["temperature"] <= high and low <= 1.0 <= high
     assert fit["log_loss_fitted"] <= fit["log_loss_t1"] + 1e-9

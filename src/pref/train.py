@@ -203,9 +203,11 @@ def train_split(cfg: PrefConfig, records: list[PairRecord], train_idx: list[int]
 
 def _temperature_fit(ab: np.ndarray, ba: np.ndarray | None, y: np.ndarray, temperature: float, rows: str) -> dict:
     """How the saved temperature was fitted: on which rows, how many, in which range, and
-    whether the floor bound stopped it (then sharper would have fitted those rows better)."""
+    whether the floor bound stopped it (then sharper would have fitted those rows better), and
+    their label counts (a slice without ties fits a temperature that also scales the tie logit)."""
     low, high = temperature_bounds(ab, ba)
-    return {"rows": rows, "n": int(len(y)), "bounds": [low, high],
+    return {"rows": rows, "n": int(len(y)), "label_counts": np.bincount(y, minlength=3).tolist(),  # ties seen?
+            "bounds": [low, high],
             "at_lower_bound": bool(abs(temperature - low) <= 1e-3 * max(low, 1e-9) + 1e-4),
             "log_loss_fitted": log_loss(average_probs(ab, ba, temperature), y),
             "log_loss_t1": log_loss(average_probs(ab, ba), y)}
