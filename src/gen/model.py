@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from ..device import torch_dtype
+from ..engine.recompute import enable_activation_recompute
 
 # LoRA targets per architecture: attention and MLP projections (what the logbooks adapted).
 LORA_TARGETS: dict[str, list[str]] = {
@@ -130,8 +131,7 @@ def prepare_for_training(model: Any, tokenizer: Any, cfg: Any) -> tuple[Any, dic
     if cfg.dropout >= 0:
         set_dropout(model, cfg.dropout)
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.config.use_cache = False
+        enable_activation_recompute(model)
     if cfg.finetune == "lora":
         model = apply_lora(model, cfg, new_ids)  # (GenTask.resume_trainable_only: resume saves what trains)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -58,6 +58,7 @@ from typing import Any, Callable
 
 import torch
 
+from ..engine.recompute import enable_activation_recompute
 from ..errors import UsageError
 
 ATTN_CHOICES = ("eager", "sdpa", "flash_attention_2")
@@ -281,14 +282,6 @@ def apply_lora(model: Any, spec: LoraSpec) -> tuple[Any, list[str]]:
     return get_peft_model(model, cfg), targets
 
 
-def enable_checkpointing(model: Any) -> None:
-    # use_reentrant=False: gradients reach LoRA weights although the embedding output is
-    # frozen (the reentrant variant needs enable_input_require_grads for that).
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if hasattr(model.config, "use_cache"):
-        model.config.use_cache = False
-
-
 def load_backbone(name: str, *, device: str = "cpu", dtype: torch.dtype = torch.float32,
                   lora: LoraSpec | None = None, load_in_4bit: bool = False, load_in_8bit: bool = False,
                   attn: str | None = None, gradient_checkpointing: bool = False, trust_remote_code: bool = False,
@@ -325,7 +318,7 @@ def load_backbone(name: str, *, device: str = "cpu", dtype: torch.dtype = torch.
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing,
                                                 gradient_checkpointing_kwargs={"use_reentrant": False})
     elif gradient_checkpointing:
-        enable_checkpointing(model)
+        enable_activation_recompute(model)
     if lora is not None:
         model, info["lora_targets"] = apply_lora(model, lora)
     if log:

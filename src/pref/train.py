@@ -31,6 +31,7 @@ from ..device import DeviceChoice, check_precision
 from ..engine import plots
 from ..errors import UsageError
 from ..engine.loop import make_accelerator, run_summary, train
+from ..engine.recompute import enable_activation_recompute
 from .calibration import average_probs, fit_temperature, floor_probs, log_loss, temperature_bounds
 from .checkpoint import build_pref_model, init_from_run, load_pref_checkpoint, write_prior
 from .config import PrefConfig
@@ -74,8 +75,7 @@ def build(cfg: PrefConfig, device: str = "cpu"):
     else:
         encoder, tokenizer = load_encoder(cfg.model, trust_remote_code=cfg.trust_remote_code)
         if cfg.gradient_checkpointing:
-            # non-reentrant: works with DDP and with frozen inputs (the reentrant form drops their gradients)
-            encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            enable_activation_recompute(encoder)
         model = build_pref_model(encoder, cfg)
     if cfg.init_from:  # stage 2 from stage 1: its weights, this run's fresh optimizer and schedule
         init_from_run(model, cfg.init_from, cfg)
