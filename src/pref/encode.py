@@ -55,9 +55,11 @@ class TurnTokenizer:
     def encode_many(self, texts: list[str], max_chars: int, keep_end: list[bool]) -> list[list[int]]:
         # Characters beyond ~max_chars cannot survive the token budget anyway;
         # cutting first keeps tokenisation of huge cells cheap. Prompts keep
-        # their end (the question), responses their start.
+        # their end (the question), responses their start. verbose=False: the ids are
+        # cut to the segment budgets afterwards, so the tokenizer's "longer than the
+        # model's maximum" warning is noise here.
         clipped = [t[-max_chars:] if end else t[:max_chars] for t, end in zip(texts, keep_end)]
-        return self.tok(clipped, add_special_tokens=False)["input_ids"] if clipped else []
+        return self.tok(clipped, add_special_tokens=False, verbose=False)["input_ids"] if clipped else []
 
 
 def side_sequence(prompt: list[list[int]], resp: list[list[int]], tt: TurnTokenizer, b: Budget) -> list[int]:
