@@ -147,7 +147,8 @@ def load_base_for(meta: dict, *, device: str = "cpu", dtype: torch.dtype = torch
         if isinstance(e, UsageError) and "--load-in" in str(e):
             raise
         raise UsageError(f"adapter run: its base model {where!r} cannot be loaded here "
-                         f"({str(e).splitlines()[0]}); give --base-model a local folder of it") from None
+                         f"({str(e).splitlines()[0]}); put the base there, or export the run with "
+                         "`python -m src.export --base-dir PATH` naming where it is") from None
 
 
 def merge_into(model: Any) -> Any:
