@@ -1,0 +1,69 @@
+"""Paired comparison of two sets of fold runs."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from src.errors import UsageError
+from src.pref.compare import paired, row_losses
+
+
+def _run(tmp_path, name, ids, probs, labels):
+    d = tmp_path / name
+    d.mkdir()
+    f = pd.DataFrame(probs, columns=["winner_model_a", "winner_model_b", "winner_tie"])
+    f.insert(0, "id", ids)
+    f["label"] = labels
+    f.to_csv(d / "val_predictions.csv", index=False)
+    (d / "metrics.json").write_text(json.dumps({"val_log_loss": 0.0}))
+    return d
+
+
+def _probs(rng, n):
+    p = rng.random((n, 3)) + 0.05
+    return p / p.sum(1, keepdims=True)
+
+
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(2, 40), seed=st.integers(0, 10_000))
+def test_paired_difference_is_the_mean_row_difference_whatever_the_row_order(tmp_path_factory, n, seed):
+    tmp = tmp_path_factory.mktemp("c")
+    rng = np.random.default_rng(seed)
+    ids, labels = np.arange(n), rng.integers(0, 3, n)
+    pa, pb = _probs(rng, n), _probs(rng, n)
+    a = _run(tmp, "a", ids, pa, labels)
+    perm = rng.permutation(n)  # B lists the same rows in another order
+    b = _run(tmp, "b", ids[perm], pb[perm], labels[perm])
+    r = paired([a], [b])
+    la = -np.log(pa[np.arange(n), labels])
+    lb = -np.log(pb[np.arange(n), labels])
+    assert r.n == n
+    assert r.diff == pytest.approx((lb - la).mean(), abs=1e-9)
+    assert r.se == pytest.approx((lb - la).std(ddof=1) / np.sqrt(n), abs=1e-9)
+
+
+def test_a_run_against_itself_differs_by_zero(tmp_path):
+    rng = np.random.default_rng(0)
+    a = _run(tmp_path, "a", np.arange(10), _probs(rng, 10), rng.integers(0, 3, 10))
+    r = paired([a], [a])
+    assert r.diff == 0.0 and r.se == 0.0 and r.mean_a == r.mean_b
+
+
+def test_refuses_runs_of_different_folds_or_counts(tmp_path):
+    rng = np.random.default_rng(0)
+    a = _run(tmp_path, "a", np.arange(10), _probs(rng, 10), np.zeros(10, int))
+    b = _run(tmp_path, "b", np.arange(5, 15), _probs(rng, 10), np.zeros(10, int))
+    c = _run(tmp_path, "c", np.arange(10), _probs(rng, 10), np.ones(10, int))
+    with pytest.raises(UsageError, match="different validation rows"):
+        paired([a], [b])
+    with pytest.raises(UsageError, match="disagree on labels"):
+        paired([a], [c])
+    with pytest.raises(UsageError, match="one B run per A run"):
+        paired([a, a], [a])
+
+
+def test_row_losses_floor_a_zero_probability():
+    f = pd.DataFrame({"winner_model_a": [0.0], "winner_model_b": [1.0], "winner_tie": [0.0], "label": [0]})
+    assert np.isfinite(row_losses(f)).all()
