@@ -150,3 +150,21 @@ def test_metrics_say_how_the_temperature_was_fitted(lora_run):
     low, high = fit["bounds"]
     assert low <= m["temperature"] <= high and low <= 1.0 <= high
     assert fit["log_loss_fitted"] <= fit["log_loss_t1"] + 1e-9
+
+
+def test_notebook_quantize_switch_refuses_off_cuda_before_writing(lora_export, tmp_path, monkeypatch):
+    """PREFPIPE_QUANTIZE reaches the same one-line refusal as predict --load-in-8bit; nothing is written."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    test = write_test_csv(tmp_path / "test.csv", rows=4, seed=5)
+    out = tmp_path / "working" / "submission.csv"
+    for k, v in {"PREFPIPE_EXPORT": lora_export, "PREFPIPE_TEST": test, "PREFPIPE_OUT": out,
+                 "PREFPIPE_DEVICE": "cpu", "PREFPIPE_QUANTIZE": "8bit"}.items():
+        monkeypatch.setenv(k, str(v))
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=600,
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    with pytest.raises(nbclient.exceptions.CellExecutionError, match="UsageError") as e:
+        client.execute()
+    assert "--load-in-8bit" in str(e.value) and "CUDA" in str(e.value)
+    assert not out.exists()
