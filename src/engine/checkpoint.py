@@ -41,6 +41,8 @@ from ..errors import UsageError
 from . import faults
 
 MARKER = ".complete"
+# under DeepSpeed/FSDP: accelerate save_state output (every rank's weight and optimizer shards) in last/
+SHARDED_STATE = "sharded"
 
 
 class CheckpointWriteError(UsageError):
@@ -216,14 +218,15 @@ def _disk_trouble(e: BaseException) -> str | None:
 
 
 @contextlib.contextmanager
-def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
+def atomic_dir(final: str | os.PathLike, token: str | None = None) -> Iterator[Path]:
     """Yield a temp folder next to `final`; when the block ends, mark it complete and swap
     it into place (crash-safe: see the module doc). On an error the temp folder is removed
-    and `final` stays as it was; a full or read-only disk becomes a CheckpointWriteError."""
+    and `final` stays as it was; a full or read-only disk becomes a CheckpointWriteError.
+    `token` names the temp folder (shared_atomic_dir: every process must know it)."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     recover_dir(final)  # finish or clean up an earlier interrupted save first
-    tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp = _tmp_path(final, token or uuid.uuid4().hex[:8])
     tmp.mkdir()
     try:
         yield tmp
@@ -247,6 +250,32 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     # In place, a folder is whole by construction; the marker only ranks temp folders, so
     # drop it: a checkpoint (or an export uploaded as a dataset) keeps exactly its own files.
     (final / MARKER).unlink(missing_ok=True)
+
+
+def _tmp_path(final: Path, token: str) -> Path:
+    return final.parent / f".{final.name}.tmp-{token}"
+
+
+@contextlib.contextmanager
+def shared_atomic_dir(final: str | os.PathLike, accelerator) -> Iterator[Path]:
+    """`atomic_dir` written by every process (sharded state under DeepSpeed/FSDP): all ranks
+    get the same temp folder (the main process picks its name), and the main process marks
+    and swaps it only after a barrier, so the folder is whole when it lands. Every rank must
+    enter it. An error on the main process removes the temp folder as atomic_dir does (the
+    other ranks then wait at the barrier until the process group times out, as with any
+    collective a rank has left)."""
+    from accelerate.utils import broadcast_object_list
+    final = Path(final)
+    token = broadcast_object_list([uuid.uuid4().hex[:8]], from_process=0)[0]
+    if accelerator.is_main_process:
+        with atomic_dir(final, token) as tmp:
+            accelerator.wait_for_everyone()  # the temp folder exists
+            yield tmp
+            accelerator.wait_for_everyone()  # every rank has written its shards
+    else:
+        accelerator.wait_for_everyone()
+        yield _tmp_path(final, token)
+        accelerator.wait_for_everyone()
 
 
 # --- weights and resume state -------------------------------------------------------------
@@ -306,12 +335,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.xpu.set_rng_state_all(state["xpu"])
 
 
-def save_resume_state(folder: Path, *, model: torch.nn.Module, optimizer, scheduler, progress: dict,
+def save_resume_state(folder: Path, *, model: torch.nn.Module | None, optimizer, scheduler, progress: dict,
                       scaler=None, extra_save: Callable[[Path], None] | None = None,
                       trainable_only: bool = False) -> None:
     """Everything `--resume` needs, in `folder` (a temp folder of `atomic_dir`: see `save_resumable`);
     `trainable_only` (the task's resume_trainable_only) leaves frozen weights out."""
-    save_weights(model, folder / "model.safetensors", trainable_only=trainable_only)
+    if model is not None:  # None: the weights are saved elsewhere (the sharded state of shared_atomic_dir)
+        save_weights(model, folder / "model.safetensors", trainable_only=trainable_only)
     state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "rng": rng_state(), "progress": progress}
     if scaler is not None:

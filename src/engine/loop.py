@@ -46,7 +46,8 @@ from ..errors import UsageError
 from . import faults
 from .batching import pad_fraction, plan_batches, shard
 from .checkpoint import (append_jsonl, atomic_dir, best_dir as best_folder, last_dir as last_folder, load_resume_state,
-                         load_weights, recover_dir, save_resume_state, set_rng_state, truncate_jsonl)
+                         load_weights, recover_dir, save_resume_state, set_rng_state, shared_atomic_dir, truncate_jsonl,
+                         SHARDED_STATE)
 from .settings import TrainSettings
 
 SCHEDULES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
@@ -222,11 +223,18 @@ def train(cfg: TrainSettings, task: Task, model: torch.nn.Module, run_dir: Path,
         recover_dir(last_dir)
     accelerator.wait_for_everyone()
     metrics_path = run_dir / "metrics.jsonl"
+    sharded = _is_sharded(accelerator)
+    resume_sharded = False
     if resume and (last_dir / "training_state.pt").exists():
         state = load_resume_state(last_dir)
-        load_weights(model, last_dir / "model.safetensors")
-        if state["optimizer"]:  # empty when saved under DeepSpeed (see save_last)
-            optimizer.load_state_dict(state["optimizer"])
+        resume_sharded = (last_dir / SHARDED_STATE).is_dir()
+        if resume_sharded and not sharded:
+            raise UsageError(f"{last_dir}: saved under DeepSpeed/FSDP ({SHARDED_STATE}/); resume it with the same "
+                             f"accelerate config")
+        if not resume_sharded:  # a sharded save holds weights and optimizer in SHARDED_STATE: loaded after prepare
+            load_weights(model, last_dir / "model.safetensors")
+            if state["optimizer"]:  # empty when saved by an older DeepSpeed run (no SHARDED_STATE then)
+                optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         progress = Progress(**state["progress"])
         set_rng_state(state["rng"])
@@ -240,6 +248,8 @@ def train(cfg: TrainSettings, task: Task, model: torch.nn.Module, run_dir: Path,
     if deepspeed:
         _configure_deepspeed(accelerator, cfg)
     model, optimizer = accelerator.prepare(model, optimizer)
+    if resume_sharded:  # every rank reads its own shards (and RNG state)
+        accelerator.load_state(str(last_dir / SHARDED_STATE))
     tracking = bool(accelerator.log_with)
     if tracking:
         # project "prefpipe" (W&B / MLflow); TensorBoard events land in RUN/tensorboard/prefpipe
@@ -260,13 +270,18 @@ def train(cfg: TrainSettings, task: Task, model: torch.nn.Module, run_dir: Path,
     def save_last() -> None:
         last_save[0] = time.monotonic()
         accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
+        if sharded:
+            # ZeRO / FSDP partition the optimizer state (and FSDP the weights) across processes:
+            # one process cannot save them, so every rank writes its shards with accelerate's
+            # save_state into one shared temp folder; the schedule and data position go beside them.
+            with shared_atomic_dir(last_dir, accelerator) as tmp:
+                accelerator.save_state(str(tmp / SHARDED_STATE))
+                if accelerator.is_main_process:
+                    save_resume_state(tmp, model=None, optimizer=_NoOptimizerState(), scheduler=scheduler,
+                                      progress=progress.__dict__)
+        elif accelerator.is_main_process:
             with atomic_dir(last_dir) as tmp:
-                # ZeRO partitions the optimizer state across processes; one process cannot
-                # save it, so a DeepSpeed resume restarts the Adam moments (weights, schedule,
-                # RNG and data position are restored).
-                save_resume_state(tmp, model=accelerator.unwrap_model(model),
-                                  optimizer=_NoOptimizerState() if deepspeed else optimizer,
+                save_resume_state(tmp, model=accelerator.unwrap_model(model), optimizer=optimizer,
                                   scheduler=scheduler, progress=progress.__dict__,
                                   trainable_only=task.resume_trainable_only)
         accelerator.wait_for_everyone()
@@ -467,6 +482,12 @@ def _tracker_config(cfg: TrainSettings) -> dict:
 def _is_deepspeed(accelerator) -> bool:
     from accelerate.utils import DistributedType
     return accelerator.distributed_type == DistributedType.DEEPSPEED
+
+
+def _is_sharded(accelerator) -> bool:
+    """DeepSpeed or FSDP: optimizer state (and under FSDP/ZeRO-3 the weights) split across processes."""
+    from accelerate.utils import DistributedType
+    return accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP)
 
 
 def _configure_deepspeed(accelerator, cfg: TrainSettings) -> None:
