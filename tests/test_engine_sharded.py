@@ -21,6 +21,7 @@ import torch
 
 from src.engine.checkpoint import SHARDED_STATE, last_dir
 from src.engine.loop import TaskBase, make_accelerator, train
+from src.errors import UsageError
 from src.engine.settings import TrainSettings
 
 
@@ -138,3 +139,10 @@ def test_fsdp_resume_restores_the_sharded_optimizer_state(tmp_path):
     assert steps == {8.0}  # Adam's step count continued from 3: the moments were loaded, not restarted
     for k in a:
         torch.testing.assert_close(b[k], a[k], atol=1e-6, rtol=0, msg=k)
+
+    # a sharded checkpoint resumed without FSDP/DeepSpeed: one clear line, the checkpoint untouched
+    acc, _ = make_accelerator(_cfg())
+    before = sorted(p.name for p in last_dir(tmp_path / "parts").rglob("*"))
+    with pytest.raises(UsageError, match="saved under DeepSpeed/FSDP"):
+        train(_cfg(), WideToyTask(), _model(), tmp_path / "parts", acc, resume=True)
+    assert sorted(p.name for p in last_dir(tmp_path / "parts").rglob("*")) == before
