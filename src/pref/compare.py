@@ -15,11 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..data.records import LABEL_NAMES
 from ..errors import UsageError
 from .calibration import PROB_FLOOR
-
-PROB_COLUMNS = ["winner_model_a", "winner_model_b", "winner_tie"]
-
 
 @dataclass
 class Paired:
@@ -31,7 +29,7 @@ class Paired:
 
 
 def row_losses(frame: pd.DataFrame) -> np.ndarray:
-    p = np.clip(frame[PROB_COLUMNS].to_numpy(float), PROB_FLOOR, 1.0)
+    p = np.clip(frame[list(LABEL_NAMES)].to_numpy(float), PROB_FLOOR, 1.0)
     p = p / p.sum(1, keepdims=True)
     return -np.log(p[np.arange(len(frame)), frame["label"].to_numpy(int)])
 
