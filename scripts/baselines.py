@@ -25,8 +25,8 @@ from sklearn.model_selection import StratifiedKFold  # noqa: E402
 
 from src.data.arena import read_pairs  # noqa: E402
 from src.data.split import fold_ids  # noqa: E402
-from src.pref.features import features_matrix  # noqa: E402
-from src.pref.calibration import log_loss  # noqa: E402
+from src.pref.inputs.features import features_matrix  # noqa: E402
+from src.pref.inference.calibration import log_loss  # noqa: E402
 
 
 def cv(predict, y: np.ndarray, folds: np.ndarray) -> float:

@@ -3,7 +3,7 @@
     python scripts/bench_llm_backbone.py --model tiny-llama [--lora-r 16] [--max-len 512] [--steps 8]
 
 Real pairs (../shared/data/real_pairs_dev.csv when present) rendered as judge sequences
-(src.pref.judge, both orders in each step), length-grouped batches (engine.batching),
+(src.pref.inputs.judge, both orders in each step), length-grouped batches (engine.batching),
 `last` pooling, a linear head, AdamW on the adapters + head: the same pieces the
 classifier trains with. Prints useful (non-pad) tokens/s, padding fraction, peak RSS
 growth (with MALLOC_MMAP_THRESHOLD_=65536 on CPU so RSS follows live memory), model FLOP/s (LoRA training: forward 2N + input-gradient 2N per token, +2N
@@ -68,9 +68,9 @@ def main() -> None:
     from src.data.arena import read_pairs
     from src.data.synthetic import demo_csv
     from src.engine.batching import pad_sequences, plan_batches
-    from src.pref.backbone import LoraSpec, hidden_states, load_backbone, pool
-    from src.pref.judge import JudgeBudget, JudgeEncoder
-    from src.pref.memplan import PlanInput, plan
+    from src.pref.modeling.backbone import LoraSpec, hidden_states, load_backbone, pool
+    from src.pref.inputs.judge import JudgeBudget, JudgeEncoder
+    from src.pref.modeling.memplan import PlanInput, plan
 
     shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_pairs_dev.csv"
     data = args.data or (str(shared) if shared.exists() else str(demo_csv(2000)))

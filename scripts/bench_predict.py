@@ -1,4 +1,4 @@
-"""Prediction throughput: src.pref.submission's path vs. a naive loop, same data, same model, one process.
+"""Prediction throughput: src.pref.inference.submission's path vs. a naive loop, same data, same model, one process.
 
     python scripts/bench_predict.py --run runs/minilm-x               # 1,000 synthetic test rows
     python scripts/bench_predict.py                                   # trains a tiny minilm run first (~1 min)
@@ -61,7 +61,7 @@ def tiny_run(out: Path) -> Path:
 @torch.no_grad()
 def naive_predict(model, enc, *, max_len: int, batch_size: int, both_orders: bool = True):
     """What a first notebook does: file order, fixed batches, pad everything to max_len, fp32."""
-    from src.pref.collate import collate
+    from src.pref.inputs.collate import collate
     n = len(enc)
     ab = np.zeros((n, 3), dtype=np.float32)
     ba = np.zeros((n, 3), dtype=np.float32) if both_orders else None
@@ -82,10 +82,10 @@ def bench(args) -> dict:
     from src.data.arena import read_pairs
     from src.data.synthetic import make_rows, write_csv
     from src.device import choose_precision
-    from src.pref.calibration import average_probs
-    from src.pref.encode import encode_pairs
-    from src.pref.ensemble import load_run
-    from src.pref.predict import predict_on_devices, token_budget
+    from src.pref.inference.calibration import average_probs
+    from src.pref.inputs.encode import encode_pairs
+    from src.pref.inference.ensemble import load_run
+    from src.pref.inference.predict import predict_on_devices, token_budget
 
     def predict_encoded(model, enc, **kw):
         out = predict_on_devices(model, enc, **kw)

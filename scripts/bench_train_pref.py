@@ -96,7 +96,7 @@ def bench_decoder(records, args, tmp: Path, *, padding_free: bool, chunks: int |
     """The classifier's own training (engine + PrefTask) on a decoder, padded or packed."""
     from src.engine.loop import make_accelerator, train
     from src.pref.config import PrefConfig
-    from src.pref.encode import encode_pairs
+    from src.pref.inputs.encode import encode_pairs
     from src.pref.task import PrefTask
     from src.pref.train import build, check_before_work
     tag = "packed" if padding_free else "padded" + (f", {chunks} length chunk" if chunks else "")
@@ -140,7 +140,7 @@ def flops_per_token(model_cfg, seq_len: float) -> float:
 def bench_ours(records, args, tmp: Path) -> dict:
     from src.engine.loop import make_accelerator, train
     from src.pref.config import PrefConfig
-    from src.pref.encode import encode_pairs
+    from src.pref.inputs.encode import encode_pairs
     from src.pref.task import PrefTask
     from src.pref.train import build
     cfg = PrefConfig(model="minilm", max_len=args.max_len, length_chunks=getattr(args, "chunks", 4), batch_size=args.batch_size, epochs=1, progress=False,
@@ -207,7 +207,7 @@ def is_decoder_model(name: str) -> bool:
     from src.gen.tiny import is_tiny_decoder
     if is_tiny_decoder(name):
         return True
-    from src.pref.backbone import _load_config, is_decoder_config, resolve_backbone
+    from src.pref.modeling.backbone import _load_config, is_decoder_config, resolve_backbone
     return is_decoder_config(_load_config(name, resolve_backbone(name), False))
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from src.errors import run_cli  # noqa: E402
-from src.pref.compare import fold_figures, paired  # noqa: E402
+from src.pref.inference.compare import fold_figures, paired  # noqa: E402
 
 
 def main(argv=None) -> None:

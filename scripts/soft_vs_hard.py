@@ -9,12 +9,12 @@ sigma * noise), with fresh Gaussian noise per row and class (--teacher-noise;
 0 = the generator itself), so it is good but not perfect, like a real trained
 teacher. Two copies of the same student are trained on the same N rows: one on
 the rows' sampled hard labels, one on the teacher's probabilities for those
-rows (cross-entropy against the distribution, src.pref.losses). Both are scored
+rows (cross-entropy against the distribution, src.pref.modeling.losses). Both are scored
 on M fresh rows against their sampled hard labels, beside the optimum (the
 generator's own log loss on those rows) and the teacher's.
 
 Students:
-  features  a small MLP on the style features of both sides (src.pref.features),
+  features  a small MLP on the style features of both sides (src.pref.inputs.features),
             swap-augmented, full-batch AdamW, early-stopped on 20% of the N rows
             scored on that student's own targets; trains in seconds. It cannot see a response's
             relevance to the prompt, so its floor sits above the optimum.
@@ -39,7 +39,7 @@ import torch  # noqa: E402
 
 from src.data.records import SWAP_COLUMNS  # noqa: E402
 from src.data.synthetic import make_rows  # noqa: E402
-from src.pref.losses import soft_cross_entropy  # noqa: E402
+from src.pref.modeling.losses import soft_cross_entropy  # noqa: E402
 
 LABELS = ["winner_model_a", "winner_model_b", "winner_tie"]
 
@@ -63,7 +63,7 @@ def _frame_records(df):
 
 def feature_student(train_df, targets: np.ndarray, eval_df, seed: int, steps: int = 400) -> np.ndarray:
     """MLP on [f_a, f_b, f_a - f_b]; both A/B orders in training; returns eval probabilities (swap-averaged)."""
-    from src.pref.features import features_matrix
+    from src.pref.inputs.features import features_matrix
     fa = features_matrix(_frame_records(train_df))
     fe = features_matrix(_frame_records(eval_df))
 

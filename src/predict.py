@@ -99,7 +99,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from .errors import UsageError, run_cli
-    from .pref.submission import check_submission, predict_file
+    from .pref.inference.submission import check_submission, predict_file
     found: list[str] = []
 
     def check() -> None:
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     def weights() -> tuple[list[float] | None, float]:
         if isinstance(args.weights, str):
             from .pref.checkpoint import expand_runs
-            from .pref.ensemble_weights import load_weights_file
+            from .pref.inference.ensemble_weights import load_weights_file
             fw = load_weights_file(args.weights, runs=args.run)
             # one weight per --run; a K-fold run dir shares its weight equally among its folds
             per_fold = [w / len(expand_runs([r])) for r, w in zip(args.run, fw.weights)
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.weights, 1.0
 
     def predict() -> None:
-        from .pref.predict import check_quantized_runs
+        from .pref.inference.predict import check_quantized_runs
         # before any data or weights: off CUDA, without bitsandbytes, or on a full-weight run
         quantize = check_quantized_runs(args.run, load_in_4bit=args.load_in_4bit, load_in_8bit=args.load_in_8bit,
                                         device=args.device)
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                   batch_size=args.batch_size, max_tokens=args.max_tokens, data_parallel=args.data_parallel,
                   progress=progress, quantize=quantize)
         if args.pseudo_label:
-            from .pref.pseudo_label import pseudo_label_file
+            from .pref.inference.pseudo_label import pseudo_label_file
             pseudo_label_file(args.run, args.data, args.pseudo_label, min_confidence=args.min_confidence,
                               weights=w, temperature=t, **kw)
         if args.out:
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                          ensemble_temperature=t, **kw)
 
     def fit() -> None:
-        from .pref.ensemble_weights import fit_runs
+        from .pref.inference.ensemble_weights import fit_runs
         fw = fit_runs(args.run)
         fw.save(args.out)
         cf = "n/a" if fw.cross_fitted_log_loss is None else f"{fw.cross_fitted_log_loss:.4f}"

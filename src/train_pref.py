@@ -39,11 +39,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             cfg, resume = parse_args(argv)  # every flag checked before torch, data or model are touched
             if parse_args.extra["plan"]:
-                from .pref.memplan import plan, plan_input_from_config
+                from .pref.modeling.memplan import plan, plan_input_from_config
                 print(plan(plan_input_from_config(cfg)).text())
                 return
             if parse_args.extra["merge"]:
-                from .pref.adapters import merge_run
+                from .pref.modeling.adapters import merge_run
                 print(f"[merge] -> {merge_run(parse_args.extra['merge'])}")
                 return
             from .pref.train import run

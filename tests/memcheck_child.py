@@ -13,7 +13,7 @@ import sys
 
 import torch
 
-from src.pref.backbone import LoraSpec, hidden_states, load_backbone, pool
+from src.pref.modeling.backbone import LoraSpec, hidden_states, load_backbone, pool
 
 
 def _status(field: str) -> int:

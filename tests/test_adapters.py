@@ -9,9 +9,9 @@ import torch
 
 from src.engine.batching import pad_sequences
 from src.errors import UsageError
-from src.pref import adapters as ad
-from src.pref.backbone import LoraSpec, load_backbone
-from src.pref.model import PrefModel
+from src.pref.modeling import adapters as ad
+from src.pref.modeling.backbone import LoraSpec, load_backbone
+from src.pref.modeling.model import PrefModel
 
 SPEC = LoraSpec(r=2, alpha=4, dropout=0.0)
 

@@ -9,7 +9,7 @@ import torch
 from src.engine.batching import pad_sequences
 from src.errors import UsageError
 from src.gen.tiny import TINY_DECODERS, build_tiny_decoder, tiny_decoder_path
-from src.pref import backbone as bb
+from src.pref.modeling import backbone as bb
 
 FAMILIES = list(TINY_DECODERS)
 

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from src.data.records import swap_probs  # noqa: F401  (the swap the ba logits follow)
-from src.pref import calibration as cal
+from src.pref.inference import calibration as cal
 
 SWAP = [1, 0, 2]  # the B-first pass sees A and B exchanged
 
@@ -76,8 +76,8 @@ def test_a_style_feature_constant_in_training_stays_a_unit_change(tmp_path):
     clamped to 1e-3, and the one validation row with an empty response B got z = 693."""
     import torch
 
-    from src.pref.features import FEATURE_NAMES, N_FEATURES
-    from src.pref.model import PrefModel
+    from src.pref.inputs.features import FEATURE_NAMES, N_FEATURES
+    from src.pref.modeling.model import PrefModel
     from tests.pref_helpers import make_tiny_encoder
     from transformers import AutoModel
     enc = AutoModel.from_pretrained(make_tiny_encoder(tmp_path / "enc"))

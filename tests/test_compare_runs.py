@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from src.errors import UsageError
-from src.pref.compare import paired, row_losses
+from src.pref.inference.compare import paired, row_losses
 
 
 def _run(tmp_path, name, ids, probs, labels):

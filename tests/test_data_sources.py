@@ -129,7 +129,7 @@ def test_weight_one_everywhere_is_every_row_once_and_fractions_vary_by_epoch():
 def test_selection_slice_is_whole_prompt_groups_of_training_rows_and_guards_extras():
     from types import SimpleNamespace
 
-    from src.pref.training_data import select_slice, training_rows
+    from src.pref.inputs.training_data import select_slice, training_rows
     primary = _records(90, 4, "p")
     tr, va = train_val_split(primary, n_folds=3, fold=0, seed=0)
     keep, select, dropped = select_slice(primary, tr, 0.25, seed=0)
@@ -140,7 +140,7 @@ def test_selection_slice_is_whole_prompt_groups_of_training_rows_and_guards_extr
     import tempfile
     from pathlib import Path
     with tempfile.TemporaryDirectory() as d:
-        from src.pref.training_data import TrainingSources
+        from src.pref.inputs.training_data import TrainingSources
         rows = training_rows(cfg, primary, tr, va, Path(d), TrainingSources([SourceSpec("x.csv")], [extra], [{}]))
     held = {prompt_group(r) for r in rows.select} | {prompt_group(r) for r in rows.val}
     assert not held & {prompt_group(r) for r in rows.train}  # no training row shares a held-out prompt
@@ -178,7 +178,7 @@ def test_extra_data_flags_replace_the_yaml_list_and_a_yaml_list_reads_as_is(tmp_
 # --- source weights in the engine's batch plan, redrawn every epoch ------------------------------
 
 def _split_rows(sizes, weights, seed):
-    from src.pref.training_data import SplitRows
+    from src.pref.inputs.training_data import SplitRows
     source = np.concatenate([np.full(n, s) for s, n in enumerate(sizes)]).astype(np.int64)
     return SplitRows(train=[None] * len(source), select=[], val=[], source=source, weights=tuple(weights), seed=seed)
 

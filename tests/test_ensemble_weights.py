@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from src.data.records import LABEL_NAMES
 from src.errors import UsageError
-from src.pref.ensemble_weights import (align, combine, fit_runs, fit_weights, load_weights_file, log_loss)
+from src.pref.inference.ensemble_weights import (align, combine, fit_runs, fit_weights, load_weights_file, log_loss)
 
 
 def _oof(ids, labels, probs) -> pd.DataFrame:

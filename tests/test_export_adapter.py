@@ -18,7 +18,7 @@ from src.export import main as export_main
 from src.predict import main as predict_main
 from src.pref import export as ex
 from src.pref.checkpoint import load_pref_checkpoint
-from src.pref.submission import check_submission
+from src.pref.inference.submission import check_submission
 from tests.fixtures_pref import write_test_csv
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,8 +63,8 @@ def test_adapter_export_holds_adapter_base_and_the_lazily_imported_code(lora_exp
     assert (m0 / "model.safetensors").stat().st_size < (base / "model.safetensors").stat().st_size / 10
     assert "peft" in manifest["requires"] and "accelerate" in manifest["requires"]
     src = lora_export / ex.SRC_DIR / "src"
-    for name in ("pref/adapters.py", "pref/backbone.py", "gen/__init__.py", "gen/tiny.py", "pref/memplan.py",
-                 "pref/registry.py", "pref/judge.py"):
+    for name in ("pref/modeling/adapters.py", "pref/modeling/backbone.py", "gen/__init__.py", "gen/tiny.py", "pref/modeling/memplan.py",
+                 "pref/registry.py", "pref/inputs/judge.py"):
         assert (src / name).is_file(), name
     assert "peft" not in ex.verify_export(lora_export, load_models=False)["blocked"]
     assert not [f for f in lora_export.rglob("*.json") if str(REPO) in f.read_text() or "/tmp/" in f.read_text()]
@@ -115,7 +115,7 @@ def test_base_dir_names_a_kaggle_model_instead_of_copying(lora_run, tmp_path):
     assert json.loads((out / "models" / "m0" / "backbone.json").read_text())["base_dir"] == KAGGLE_BASE
     with pytest.raises(UsageError, match=KAGGLE_BASE.replace("/", ".")):  # here, that path does not exist
         load_pref_checkpoint(out / "models" / "m0")
-    from src.pref.backbone import resolve_backbone
+    from src.pref.modeling.backbone import resolve_backbone
     model, *_ = load_pref_checkpoint(out / "models" / "m0", base_dir=resolve_backbone("tiny-llama"))
     assert type(model.encoder).__name__ == "PeftModel"
 
@@ -134,7 +134,7 @@ def test_base_dir_on_a_full_weight_run_is_refused(lora_run, tmp_path, capsys):
 def test_the_old_module_list_fails_the_isolated_check(lora_run, tmp_path, monkeypatch):
     """Before: ENTRY_MODULES missed what the adapter path imports lazily (gen.tiny, memplan,
     judge ...): the fresh-interpreter check must catch that, and leave nothing behind."""
-    monkeypatch.setattr(ex, "ENTRY_MODULES", ("src.predict", "src.pref.submission", "src.pref.adapters"))
+    monkeypatch.setattr(ex, "ENTRY_MODULES", ("src.predict", "src.pref.inference.submission", "src.pref.modeling.adapters"))
     with pytest.raises(RuntimeError, match="export check failed"):
         ex.export_runs([lora_run], tmp_path / "old", log=None)
     assert not (tmp_path / "old").exists()

@@ -13,7 +13,7 @@ import pytest
 
 from src.export import main as export_main
 from src.pref import export as ex
-from src.pref.submission import check_submission, predict_file
+from src.pref.inference.submission import check_submission, predict_file
 from tests.fixtures_pref import tiny_run, write_test_csv  # noqa: F401  (session fixture)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,7 +43,7 @@ def test_export_folder_is_self_contained(exported, tiny_run):
     prior = json.loads((m0 / "prior.json").read_text())
     assert abs(sum(prior["prior"]) - 1) < 1e-12 and "training rows" in prior["source"]
     src = exported / ex.SRC_DIR / "src"
-    for name in ("__init__.py", "predict.py", "pref/submission.py", "pref/predict.py", "pref/encode.py", "pref/collate.py", "pref/ensemble.py", "pref/model.py", "data/arena.py",
+    for name in ("__init__.py", "predict.py", "pref/inference/submission.py", "pref/inference/predict.py", "pref/inputs/encode.py", "pref/inputs/collate.py", "pref/inference/ensemble.py", "pref/modeling/model.py", "data/arena.py",
                  "engine/batching.py", "device.py", "config.py"):
         assert (src / name).is_file(), name
     assert not (src / "pref" / "train.py").exists() and not (src / "engine" / "loop.py").exists()  # only what it needs
@@ -81,7 +81,7 @@ def test_verify_export_catches_a_missing_module(exported, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(exported / ex.SRC_DIR, broken / ex.SRC_DIR)
     shutil.copy(exported / ex.MANIFEST, broken / ex.MANIFEST)
-    (broken / ex.SRC_DIR / "src" / "pref" / "encode.py").unlink()
+    (broken / ex.SRC_DIR / "src" / "pref" / "inputs" / "encode.py").unlink()
     with pytest.raises(RuntimeError, match="encode"):
         ex.verify_export(broken, load_models=False)
 

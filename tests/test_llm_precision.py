@@ -12,8 +12,8 @@ import torch
 
 from src.device import check_precision, choose_precision, fp16_overflow_family
 from src.errors import UsageError
-from src.pref import backbone as bb
-from src.pref import predict as pp
+from src.pref.modeling import backbone as bb
+from src.pref.inference import predict as pp
 
 
 def _one_line(e) -> str:
@@ -83,7 +83,7 @@ def test_cuda_quantization_config_is_the_recipe_without_loading(monkeypatch):
 def test_one_quantized_copy_loaded_per_gpu_in_the_prediction_precision(tmp_path, monkeypatch):
     """load_quantized loads (never deep-copies) a copy per device, with the compute dtype of
     the chosen precision, and puts our head in that dtype (bitsandbytes is faked by the loader)."""
-    from src.pref.model import PrefModel
+    from src.pref.modeling.model import PrefModel
     calls = []
 
     def fake_load(path, **kw):

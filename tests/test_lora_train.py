@@ -18,9 +18,9 @@ from src.data.synthetic import make_rows, write_csv
 from src.engine.checkpoint import load_resume_state
 from src.errors import UsageError
 from src.gen.tiny import tiny_decoder_path
-from src.pref.collate import collate
+from src.pref.inputs.collate import collate
 from src.pref.config import PrefConfig
-from src.pref.encode import encode_pairs
+from src.pref.inputs.encode import encode_pairs
 from src.pref.task import PrefTask
 from src.pref.train import build, run
 

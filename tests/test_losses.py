@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from src.pref.losses import (cosine_to_teacher, distillation_loss, kl_to_teacher, soft_cross_entropy)
+from src.pref.modeling.losses import (cosine_to_teacher, distillation_loss, kl_to_teacher, soft_cross_entropy)
 
 
 def _batch(n: int, seed: int):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from src.errors import UsageError
-from src.pref import memplan as mp
+from src.pref.modeling import memplan as mp
 
 REPO = Path(__file__).resolve().parents[1]
 

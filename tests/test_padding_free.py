@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 
 from src.errors import UsageError
 from src.gen.tiny import TINY_DECODERS
-from src.pref import backbone as bb
-from src.pref.collate import collate, collate_packed
-from src.pref.encode import PairEncoding
-from src.pref.features import N_FEATURES
-from src.pref.model import PrefModel
+from src.pref.modeling import backbone as bb
+from src.pref.inputs.collate import collate, collate_packed
+from src.pref.inputs.encode import PairEncoding
+from src.pref.inputs.features import N_FEATURES
+from src.pref.modeling.model import PrefModel
 
 
 def _encoding(lengths_ab, lengths_ba, pad_id, seed=0, vocab=100):

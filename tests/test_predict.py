@@ -1,4 +1,4 @@
-"""python -m src.predict and src.pref.submission: every id gets a row, swap symmetry,
+"""python -m src.predict and src.pref.inference.submission: every id gets a row, swap symmetry,
 ensembles, the class prior for unparseable rows, and --check on broken copies."""
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 from src.data.arena import read_pairs
 from src.data.records import swap, swap_probs
 from src.predict import main as predict_main
-from src.pref import ensemble as ens
-from src.pref import predict as pp
-from src.pref import submission as sub
-from src.pref.calibration import PROB_FLOOR, floor_probs
+from src.pref.inference import ensemble as ens
+from src.pref.inference import predict as pp
+from src.pref.inference import submission as sub
+from src.pref.inference.calibration import PROB_FLOOR, floor_probs
 from src.pref.checkpoint import expand_runs
 from tests.fixtures_pref import tiny_run, write_test_csv  # noqa: F401  (session fixture)
 
@@ -250,8 +250,8 @@ def test_the_one_inference_path_matches_the_models_forward(files, tiny_run):
     gives the logits of PrefModel.forward on a whole padded batch, and counts the tokens it used."""
     import torch
 
-    from src.pref.collate import collate
-    from src.pref.encode import encode_pairs
+    from src.pref.inputs.collate import collate
+    from src.pref.inputs.encode import encode_pairs
     run = ens.load_run(tiny_run)
     records = read_pairs(files["clean"]).records
     enc = encode_pairs(records, run.tokenizer, arch="siamese", max_len=64, prompt_budget=16, keep="last")

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from src.errors import UsageError
-from src.pref import calibration as cal
+from src.pref.inference import calibration as cal
 from src.pref import registry
 from src.train_pref import main as train_main
 from tests.pref_helpers import make_tiny_encoder
@@ -142,7 +142,7 @@ def test_fitted_temperature_cannot_drive_probabilities_to_zero():
 
 
 def test_written_submission_rows_carry_the_floor(tmp_path):
-    from src.pref.submission import format_submission
+    from src.pref.inference.submission import format_submission
     probs = np.array([[1.0, 0.0, 0.0], [1 - 4e-16, 4e-16, 0.0], [0.2, 0.3, 0.5]])
     rows = [line.split(",") for line in format_submission(["1", "2", "3"], probs).splitlines()[1:]]
     got = np.array([[float(x) for x in r[1:]] for r in rows])

@@ -8,11 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from src.data.records import PairRecord, swap, swap_probs
-from src.pref.features import N_FEATURES, pair_features
-from src.pref.calibration import average_probs
-from src.pref.encode import Budget, encode_pairs, encode_sequences
-from src.pref.model import PrefModel
-from src.pref.predict import predict_logits
+from src.pref.inputs.features import N_FEATURES, pair_features
+from src.pref.inference.calibration import average_probs
+from src.pref.inputs.encode import Budget, encode_pairs, encode_sequences
+from src.pref.modeling.model import PrefModel
+from src.pref.inference.predict import predict_logits
 from src.pref.registry import load_encoder
 from tests.pref_helpers import make_tiny_encoder
 
@@ -65,7 +65,7 @@ def test_head_input_is_a_b_difference_product_and_style(tiny):
     model.head[1].register_forward_hook(grab)
     recs = _records(3)
     enc = encode_pairs(recs, tok, arch="siamese", max_len=48, prompt_budget=8)
-    from src.pref.collate import collate
+    from src.pref.inputs.collate import collate
     batch = collate(enc, [0, 1, 2], both_orders=False)
     with torch.no_grad():
         model(batch["input_ids"], batch["attention_mask"], batch["style"], both_orders=False)

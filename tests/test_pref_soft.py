@@ -16,9 +16,9 @@ from src.data.records import LABEL_NAMES, SWAP_LABEL
 from src.data.synthetic import make_rows, write_csv
 from src.errors import UsageError
 from src.predict import main as predict_main
-from src.pref.collate import collate
+from src.pref.inputs.collate import collate
 from src.pref.config import PrefConfig
-from src.pref.encode import encode_pairs
+from src.pref.inputs.encode import encode_pairs
 from src.pref.task import PrefTask
 from src.pref.train import build, run
 from tests.pref_helpers import make_tiny_encoder

@@ -14,7 +14,7 @@ import pytest
 from src.data.arena import read_pairs
 from src.data.records import LABEL_NAMES, PairRecord, swap
 from src.data.targets import TEACHER_NAMES, label_kinds, target_of, targets_matrix, teachers_matrix
-from src.pref.pseudo_label import pseudo_label_frame, report_path, soft_columns, write_pseudo_labels
+from src.pref.inference.pseudo_label import pseudo_label_frame, report_path, soft_columns, write_pseudo_labels
 
 REPO = Path(__file__).resolve().parents[1]
 HEADER = ["id", "prompt", "response_a", "response_b", *LABEL_NAMES]

@@ -28,8 +28,8 @@ import numpy as np
 from ..config import atomic_write_text, from_dict, load_yaml, save_yaml
 from ..engine.checkpoint import load_weights, save_weights
 from .config import PrefConfig
-from .backbone import lora_spec_from_config
-from .model import PrefModel
+from .modeling.backbone import lora_spec_from_config
+from .modeling.model import PrefModel
 
 CHECKPOINT_FILES = ("model.safetensors", "config.yaml", "calibration.json")
 OPTIONAL_CHECKPOINT_FILES = ("backbone.json",)  # LoRA runs: which base the adapters belong to
@@ -98,8 +98,8 @@ def expand_runs(paths: Sequence[str | os.PathLike]) -> list[Path]:
 
 def save_classifier(folder: Path, model: PrefModel, tokenizer, cfg: PrefConfig, temperature: float) -> None:
     """What prediction needs (CHECKPOINT_FILES + CHECKPOINT_DIRS), and nothing it would have to download.
-    A LoRA run stores adapters + head only, and backbone.json naming its base (pref/adapters.py)."""
-    from . import adapters
+    A LoRA run stores adapters + head only, and backbone.json naming its base (pref/modeling/adapters.py)."""
+    from .modeling import adapters
     if adapters.is_lora_model(model):
         adapters.save_own_weights(model, folder / "model.safetensors")
         adapters.write_meta(folder, base=cfg.model, lora=lora_spec_from_config(cfg), decoder=model.decoder,
@@ -153,7 +153,7 @@ def init_from_run(model: PrefModel, path: str | os.PathLike, cfg: PrefConfig) ->
     for name in ("arch", "pooling", "head_hidden", "style_features"):
         if getattr(src, name) != getattr(cfg, name):
             raise UsageError(f"--init-from {path}: its {name} is {getattr(src, name)!r}, this run's is {getattr(cfg, name)!r}")
-    from . import adapters
+    from .modeling import adapters
     adapters.check_warm_start(adapters.read_meta(folder), cfg, model, f"--init-from {path}")
     try:  # a LoRA run's file holds adapters + head only; a full run's file holds everything
         if adapters.is_lora_model(model):
@@ -171,7 +171,7 @@ def load_pref_checkpoint(path: str | os.PathLike, *, load_in_4bit: bool = False,
     the encoder is rebuilt from its saved config and filled from safetensors. An
     adapter run's base comes from `base_dir` when given (adapters.base_location)."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
-    from . import adapters
+    from .modeling import adapters
     folder = best_folder(path)
     cfg = load_config(folder)
     meta = adapters.read_meta(folder)

@@ -75,7 +75,7 @@ class PrefConfig:
                                    "best checkpoint, so validation figures are untouched by both (0 = fit and choose "
                                    "on the validation split itself: in-sample figures, the old behaviour)",
                               low=0, high=1, high_open=True)
-    # -- decoder backbones, LoRA, quantisation (issue 12: pref/backbone.py, pref/adapters.py) --
+    # -- decoder backbones, LoRA, quantisation (issue 12: pref/modeling/backbone.py, pref/modeling/adapters.py) --
     lora: bool = knob(False, "train LoRA adapters (peft) on a frozen backbone; the head always trains")
     lora_r: int = knob(16, "LoRA rank", low=1)
     lora_alpha: int = knob(32, "LoRA alpha (scale = alpha / r)", low=1)

@@ -13,7 +13,7 @@
       README.md                 how to upload it and predict with it
 
 The notebook (notebooks/kaggle_inference.ipynb) puts prefpipe_src/ first on
-sys.path and calls `src.pref.submission.predict_file`. The export is checked
+sys.path and calls `src.pref.inference.submission.predict_file`. The export is checked
 before it is moved into place: in a fresh interpreter that sees only the copied
 code, with accelerate/optuna/peft/trl/matplotlib/pandas made unimportable (the
 Kaggle image has torch and transformers; nothing else of ours is needed), the
@@ -37,10 +37,10 @@ from typing import Sequence
 from ..config import atomic_write_text
 from ..engine.checkpoint import atomic_dir
 from ..errors import UsageError
-from .adapters import META, read_meta
+from .modeling.adapters import META, read_meta
 from .checkpoint import (CHECKPOINT_DIRS, CHECKPOINT_FILES, METRICS, OPTIONAL_CHECKPOINT_FILES, PRIOR, expand_runs,
                          load_config, locate)
-from .ensemble import run_prior
+from .inference.ensemble import run_prior
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = "prefpipe_export.json"
@@ -48,8 +48,8 @@ SRC_DIR = "prefpipe_src"
 # what the notebook and the CLI import, and the modules the inference path imports lazily (inside
 # functions), which the import scan below would not see: load_pref_checkpoint -> adapters ->
 # backbone -> gen.tiny / memplan / registry (alias resolution); encode -> judge (the cross judge prompt)
-ENTRY_MODULES = ("src.predict", "src.pref.submission", "src.pref.adapters", "src.pref.backbone", "src.gen.tiny",
-                 "src.pref.memplan", "src.pref.registry", "src.pref.judge")
+ENTRY_MODULES = ("src.predict", "src.pref.inference.submission", "src.pref.modeling.adapters", "src.pref.modeling.backbone", "src.gen.tiny",
+                 "src.pref.modeling.memplan", "src.pref.registry", "src.pref.inputs.judge")
 BLOCKED = ("accelerate", "optuna", "peft", "trl", "matplotlib", "pandas", "sklearn")
 REQUIRES = ("torch", "transformers", "safetensors", "tokenizers")  # on the Kaggle image
 ADAPTER_REQUIRES = ("peft", "accelerate")  # LoRA runs: peft builds the adapters, and imports accelerate
@@ -59,7 +59,7 @@ USER_PLACEHOLDER = "INSERT_KAGGLE_USERNAME_HERE"
 
 
 def inference_modules(root: Path = ROOT) -> list[Path]:
-    """The src files `src.predict` and `src.pref.submission` import, found by
+    """The src files `src.predict` and `src.pref.inference.submission` import, found by
     importing them in a fresh interpreter (so the list follows the code); one scan
     per process and module list (a K-fold export or a test session exports often)."""
     key = (str(root), ENTRY_MODULES)
@@ -162,7 +162,7 @@ def copy_model(run: Path, dest: Path) -> dict:
 def local_base_folder(name: str, run: Path) -> Path:
     """The folder an adapter run's base loads from here: a local folder, a tiny-* model
     (built in-process), or a hub id already in the local HF cache."""
-    from .backbone import resolve_backbone
+    from .modeling.backbone import resolve_backbone
     path = resolve_backbone(name)
     if os.path.isdir(path):
         return Path(path)
@@ -241,7 +241,7 @@ import src
 assert src.__file__.startswith({str(folder / SRC_DIR)!r}), src.__file__
 {chr(10).join(f"import {m}" for m in ENTRY_MODULES)}
 from src.pref.checkpoint import load_pref_checkpoint
-from src.pref.submission import check_submission, predict_file
+from src.pref.inference.submission import check_submission, predict_file
 folder, overrides = {str(folder)!r}, {dict(base_dirs or {})!r}
 loaded = []
 for rel in {models!r}:
@@ -281,7 +281,7 @@ In a Kaggle notebook with this dataset attached (Internet off), run
 notebooks/kaggle_inference.ipynb, or:
 
     import sys; sys.path.insert(0, "/kaggle/input/<slug>/{src}")
-    from src.pref.submission import predict_file
+    from src.pref.inference.submission import predict_file
     predict_file(["/kaggle/input/<slug>/models/m0"], "/kaggle/input/lmsys-chatbot-arena/test.csv",
                  "/kaggle/working/submission.csv")
 

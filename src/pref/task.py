@@ -8,14 +8,14 @@ import torch
 
 from ..data.records import SWAP_COLUMNS, SWAP_LABEL
 from ..engine.loop import TaskBase
-from .calibration import average_probs, fit_temperature, log_loss
+from .inference.calibration import average_probs, fit_temperature, log_loss
 from .checkpoint import save_classifier
-from .collate import collate, collate_packed
+from .inputs.collate import collate, collate_packed
 from .config import PrefConfig
-from .encode import PairEncoding
-from .losses import distillation_loss
-from .model import padded_tokens
-from .predict import predict_logits
+from .inputs.encode import PairEncoding
+from .modeling.losses import distillation_loss
+from .modeling.model import padded_tokens
+from .inference.predict import predict_logits
 
 SWAP_LABEL_T = torch.tensor(SWAP_LABEL)
 

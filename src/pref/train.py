@@ -32,11 +32,11 @@ from ..engine import plots
 from ..errors import UsageError
 from ..engine.loop import make_accelerator, run_summary, train
 from ..engine.recompute import enable_activation_recompute
-from .calibration import average_probs, fit_temperature, floor_probs, log_loss, temperature_bounds
+from .inference.calibration import average_probs, fit_temperature, floor_probs, log_loss, temperature_bounds
 from .checkpoint import build_pref_model, init_from_run, load_pref_checkpoint, write_prior
 from .config import PrefConfig
-from .encode import encode_pairs
-from .training_data import TrainingSources, load_extra_sources, training_rows
+from .inputs.encode import encode_pairs
+from .inputs.training_data import TrainingSources, load_extra_sources, training_rows
 from .registry import check_max_len, encoder_config, load_encoder, resolve_model
 from .task import PrefTask
 
@@ -66,8 +66,8 @@ def load_records(cfg: PrefConfig, run_dir: Path) -> list[PairRecord]:
 
 def build(cfg: PrefConfig, device: str = "cpu"):
     torch.manual_seed(cfg.seed)  # the head's initialisation is part of the run's config
-    if _uses_backbone_loader(cfg):  # decoders, LoRA, quantisation: pref/backbone.py
-        from .backbone import backbone_from_config, lr_multipliers
+    if _uses_backbone_loader(cfg):  # decoders, LoRA, quantisation: pref/modeling/backbone.py
+        from .modeling.backbone import backbone_from_config, lr_multipliers
         b = backbone_from_config(cfg, device=device)
         model = build_pref_model(b.model, cfg)
         model.lr_multipliers = lr_multipliers(model, cfg.head_lr_mult, cfg.lora_lr_mult)
@@ -84,7 +84,7 @@ def build(cfg: PrefConfig, device: str = "cpu"):
 
 def _uses_backbone_loader(cfg: PrefConfig) -> bool:
     from ..gen.tiny import is_tiny_decoder
-    from .backbone import is_decoder_config
+    from .modeling.backbone import is_decoder_config
     if cfg.lora or cfg.load_in_4bit or cfg.load_in_8bit or cfg.attn or is_tiny_decoder(cfg.model):
         return True
     return is_decoder_config(encoder_config(cfg.model, trust_remote_code=cfg.trust_remote_code))
@@ -99,8 +99,8 @@ def peak_rss_mb() -> float:
 def check_before_work(cfg: PrefConfig) -> None:
     """What can be refused from the config and the encoder's config alone (no data, no weights)."""
     from ..gen.tiny import is_tiny_decoder
-    from .backbone import check_quantization
-    from .backbone import check_padding_free
+    from .modeling.backbone import check_quantization
+    from .modeling.backbone import check_padding_free
     choice = DeviceChoice.resolve(cfg.device, cfg.precision)
     check_quantization(cfg.load_in_4bit, cfg.load_in_8bit, choice.device)
     check_precision(choice.precision, cfg.model)  # by name: tiny-gemma2, gemma-2-9b-it

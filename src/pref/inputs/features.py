@@ -12,7 +12,7 @@ import re
 
 import numpy as np
 
-from ..data.records import PairRecord
+from ...data.records import PairRecord
 
 FEATURE_NAMES = ("words", "chars", "lines", "turns", "headers", "list_items", "code_blocks", "bold", "refusals",
                  "empty_turns")

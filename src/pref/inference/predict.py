@@ -32,14 +32,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.records import PairRecord
-from ..device import casts_weights, choose_precision, inference_autocast, pick_device, torch_dtype
-from ..errors import UsageError
+from ...data.records import PairRecord
+from ...device import casts_weights, choose_precision, inference_autocast, pick_device, torch_dtype
+from ...errors import UsageError
 from .calibration import average_probs
-from .collate import inference_batches
-from .config import PrefConfig
-from .encode import PairEncoding, encode_pairs
-from .registry import check_max_len
+from ..inputs.collate import inference_batches
+from ..config import PrefConfig
+from ..inputs.encode import PairEncoding, encode_pairs
+from ..registry import check_max_len
 
 
 @dataclass
@@ -161,9 +161,9 @@ def predict_on_devices(model: torch.nn.Module, enc: PairEncoding, *, devices: li
 def check_quantized_runs(runs, *, load_in_4bit: bool, load_in_8bit: bool, device: str = "auto") -> str | None:
     """'4bit' | '8bit' | None; a one-line UsageError, before any data or weights are read,
     off CUDA, without bitsandbytes, or for a run that holds full weights (not an adapter)."""
-    from .adapters import read_meta
-    from .backbone import check_quantization
-    from .checkpoint import best_folder, expand_runs
+    from ..modeling.adapters import read_meta
+    from ..modeling.backbone import check_quantization
+    from ..checkpoint import best_folder, expand_runs
     dev = device if ":" in device else pick_device(device)
     bits = check_quantization(load_in_4bit, load_in_8bit, dev)
     if bits:
@@ -189,7 +189,7 @@ class QuantizedLoad:
 
 
 def _quantized_copy(path, bits: str, device: str, precision: str):
-    from .checkpoint import load_pref_checkpoint
+    from ..checkpoint import load_pref_checkpoint
     dtype = torch_dtype(precision)
     loaded = load_pref_checkpoint(path, load_in_4bit=bits == "4bit", load_in_8bit=bits == "8bit", device=device,
                                   compute_dtype=dtype)
@@ -207,7 +207,7 @@ def load_quantized(path, bits: str, *, device: str = "auto", precision: str = "a
     import json
     from pathlib import Path
 
-    from .checkpoint import best_folder
+    from ..checkpoint import best_folder
     devices = resolve_devices(device, data_parallel)
     enc_cfg = best_folder(path) / "encoder" / "config.json"
     model_type = json.loads(Path(enc_cfg).read_text()).get("model_type", "") if Path(enc_cfg).exists() else ""

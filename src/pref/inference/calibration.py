@@ -30,7 +30,7 @@ import math
 
 import numpy as np
 
-from ..data.records import swap_probs
+from ...data.records import swap_probs
 
 PROB_FLOOR = 1e-6
 T_MIN, T_MAX = 0.05, 20.0

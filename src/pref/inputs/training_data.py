@@ -31,13 +31,13 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..config import atomic_write_text
-from ..data.arena import read_pairs
-from ..data.records import LABEL_NAMES, PairRecord
-from ..data.sources import SourceSpec, epoch_rows, merge_training, parse_source_spec
-from ..data.targets import label_kinds
-from ..errors import UsageError
-from .checkpoint import DATA_REPORT
+from ...config import atomic_write_text
+from ...data.arena import read_pairs
+from ...data.records import LABEL_NAMES, PairRecord
+from ...data.sources import SourceSpec, epoch_rows, merge_training, parse_source_spec
+from ...data.targets import label_kinds
+from ...errors import UsageError
+from ..checkpoint import DATA_REPORT
 
 TEACHER_CACHE = "teacher_predictions.csv"
 MIN_SELECT_ROWS = 10  # below this a fitted temperature is noise
@@ -97,7 +97,7 @@ def select_slice(records: Sequence[PairRecord], train_idx: Sequence[int], frac: 
     """(train rows kept, select rows, soft rows dropped): whole prompt groups of the
     training rows, about `frac` of them; only hard rows are scored, a soft row of a
     select group is dropped (its prompt is a selection prompt)."""
-    from ..data.split import train_val_split
+    from ...data.split import train_val_split
     if not frac:
         return list(train_idx), [], 0
     sub = [records[i] for i in train_idx]
@@ -190,8 +190,8 @@ def teacher_probabilities(records: Sequence[PairRecord], teacher: str | Path, ru
                 probs[i], origin[i] = pos[rid], "oof"
     todo = [i for i, o in enumerate(origin) if o == "predicted"]
     if todo:
-        from .checkpoint import expand_runs
-        from .ensemble import predict_runs
+        from ..checkpoint import expand_runs
+        from ..inference.ensemble import predict_runs
         unique = {}
         for i in todo:
             unique.setdefault(records[i].id, records[i])

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..data.records import PairRecord
-from ..data.targets import targets_matrix, teachers_matrix
+from ...data.records import PairRecord
+from ...data.targets import targets_matrix, teachers_matrix
 from .features import features_matrix
 
 PROMPT_MARK, RESPONSE_MARK = "prompt:", "response:"  # plain words: every vocab has them
@@ -165,7 +165,7 @@ def encode_pairs(records: list[PairRecord], tokenizer, *, arch: str, max_len: in
                  keep: str = "last", both_orders: bool = True) -> PairEncoding:
     """The classifier's input for `records`, built the same way in training and prediction."""
     if arch == "cross" and getattr(tokenizer, "chat_template", None):
-        # decoders with a chat template read one judge turn (pref/judge.py); prompt_budget caps each prompt turn
+        # decoders with a chat template read one judge turn (pref/inputs/judge.py); prompt_budget caps each prompt turn
         from .judge import JudgeBudget, JudgeEncoder
         ids = JudgeEncoder(tokenizer).encode_records(records, JudgeBudget(max_len, prompt_turn_cap=prompt_budget,
                                                                           keep=keep), both_orders=both_orders)

@@ -58,8 +58,8 @@ from typing import Any, Callable
 
 import torch
 
-from ..engine.recompute import enable_activation_recompute
-from ..errors import UsageError
+from ...engine.recompute import enable_activation_recompute
+from ...errors import UsageError
 
 ATTN_CHOICES = ("eager", "sdpa", "flash_attention_2")
 POOLINGS = ("mean", "cls", "last")
@@ -105,13 +105,13 @@ def is_decoder_config(config: Any) -> bool:
 
 def resolve_backbone(name: str) -> str:
     """Alias (tiny decoder, LLM alias, encoder alias) -> local folder or hub id."""
-    from ..gen.tiny import is_tiny_decoder, tiny_decoder_path
+    from ...gen.tiny import is_tiny_decoder, tiny_decoder_path
     if is_tiny_decoder(name):
         return tiny_decoder_path(name)
     from .memplan import LLM_ALIASES
     if name in LLM_ALIASES:
         return LLM_ALIASES[name]
-    from .registry import resolve_model
+    from ..registry import resolve_model
     return resolve_model(name)
 
 

@@ -19,9 +19,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from ..data.records import PairRecord
-from .checkpoint import DATA_REPORT, PRIOR, load_pref_checkpoint, locate
-from .config import PrefConfig
+from ...data.records import PairRecord
+from ..checkpoint import DATA_REPORT, PRIOR, load_pref_checkpoint, locate
+from ..config import PrefConfig
 from .predict import predict_records
 
 UNIFORM = np.full(3, 1.0 / 3.0)

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from ..errors import UsageError
+from ...errors import UsageError
 from .backbone import LoraSpec
 
 META = "backbone.json"
@@ -176,7 +176,7 @@ def merge_folder(model: Any, tokenizer: Any, out: Path) -> None:
 
 def merge_run(run: str | Path) -> Path:
     """python -m src.train_pref --merge RUN: RUN/merged/ (backbone/, head.safetensors, tokenizer/)."""
-    from .checkpoint import best_folder, load_pref_checkpoint
+    from ..checkpoint import best_folder, load_pref_checkpoint
     folder = best_folder(run)
     if not (read_meta(folder) or {}).get("lora"):
         raise UsageError(f"--merge {run}: not a LoRA run (its checkpoint already holds the full weights)")

@@ -22,8 +22,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..data.records import LABEL_NAMES, PairRecord
-from ..errors import UsageError
+from ...data.records import LABEL_NAMES, PairRecord
+from ...errors import UsageError
 
 FLOOR = 1e-5  # with 6 decimals the rounding error (<= 1e-6) cannot push a class to 0 or below
 DECIMALS = 6
@@ -81,7 +81,7 @@ def pseudo_label_frame(records: Sequence[PairRecord], probs: np.ndarray, runs: S
 def write_pseudo_labels(records: Sequence[PairRecord], probs: np.ndarray, runs: Sequence[str],
                         out: str | os.PathLike, *, min_confidence: float = 0.0, extra_report: dict | None = None) -> dict:
     """Write the soft-label CSV and its report; returns the report."""
-    from ..config import atomic_write_text
+    from ...config import atomic_write_text
     df, report = pseudo_label_frame(records, probs, runs, min_confidence=min_confidence)
     report = {"out": str(out), **report, **(extra_report or {})}
     atomic_write_text(out, df.to_csv(index=False, float_format=f"%.{DECIMALS}f"))
@@ -94,8 +94,8 @@ def pseudo_label_file(runs: Sequence[str | os.PathLike], data: str | os.PathLike
                       log=print, **predict_kw) -> dict:
     """Predict `data` with the runs' ensemble (+ swap TTA unless tta=False) and write the
     pseudo-labelled training file; rows the reader quarantines are counted, not written."""
-    from ..data.arena import read_pairs
-    from .checkpoint import expand_runs
+    from ...data.arena import read_pairs
+    from ..checkpoint import expand_runs
     from .ensemble import predict_runs
     from .ensemble_weights import temper
     result = read_pairs(data)

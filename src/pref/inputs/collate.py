@@ -26,8 +26,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..engine.batching import inference_batches as plan_inference_batches
-from ..engine.batching import pad_sequences
+from ...engine.batching import inference_batches as plan_inference_batches
+from ...engine.batching import pad_sequences
 from .encode import PairEncoding
 
 

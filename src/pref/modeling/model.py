@@ -21,7 +21,7 @@ from torch import nn
 
 from .backbone import check_pooling, hidden_states, hidden_states_packed, is_decoder_config, pool  # noqa: F401
 from .backbone import hidden_size as backbone_hidden_size
-from .features import N_FEATURES
+from ..inputs.features import N_FEATURES
 
 
 def length_chunks(attention_mask: torch.Tensor, k: int) -> list[tuple[torch.Tensor, int]]:

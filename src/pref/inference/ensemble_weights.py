@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
 
-from ..data.records import LABEL_NAMES
-from ..errors import UsageError
+from ...data.records import LABEL_NAMES
+from ...errors import UsageError
 
 OOF_FILES = ("oof_predictions.csv", "val_predictions.csv")  # K-fold run dir, then a hold-out run
 T_BOUNDS = (0.05, 20.0)
@@ -52,7 +52,7 @@ class FittedWeights:
     n_rows: int
 
     def save(self, path: str | os.PathLike) -> None:
-        from ..config import atomic_write_text
+        from ...config import atomic_write_text
         atomic_write_text(path, json.dumps(asdict(self), indent=2) + "\n")
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..data.records import LABEL_NAMES
-from ..errors import UsageError
+from ...data.records import LABEL_NAMES
+from ...errors import UsageError
 from .calibration import PROB_FLOOR
 
 @dataclass

@@ -36,7 +36,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import UsageError
+from ...errors import UsageError
 
 GiB = 1024 ** 3
 
@@ -115,7 +115,7 @@ def load_config(model: str):
     if model in ARCHS:
         numbers = dict(ARCHS[model])
         return CONFIG_MAPPING[numbers.pop("model_type")](**numbers)
-    from ..gen.tiny import is_tiny_decoder, tiny_decoder_path
+    from ...gen.tiny import is_tiny_decoder, tiny_decoder_path
     path = tiny_decoder_path(model) if is_tiny_decoder(model) else model
     if os.path.isfile(os.path.join(path, "config.json")):
         return AutoConfig.from_pretrained(path)
@@ -236,7 +236,7 @@ class Plan:
 
 def plan(p: PlanInput, config=None, *, runtime_gib: float = RUNTIME_GIB) -> Plan:
     """The memory estimate for one training configuration (see the module docstring)."""
-    from .features import N_FEATURES
+    from ..inputs.features import N_FEATURES
     config = config if config is not None else load_config(p.model)
     c = text_config(config)
     model = meta_backbone(config)
@@ -302,11 +302,11 @@ def plan_json(pl: Plan) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """python -m src.pref.memplan MODEL [--lora] [--load-in-4bit] ... (what train_pref --plan prints)."""
+    """python -m src.pref.modeling.memplan MODEL [--lora] [--load-in-4bit] ... (what train_pref --plan prints)."""
     import argparse
 
-    from ..errors import run_cli
-    ap = argparse.ArgumentParser(prog="python -m src.pref.memplan", description=main.__doc__)
+    from ...errors import run_cli
+    ap = argparse.ArgumentParser(prog="python -m src.pref.modeling.memplan", description=main.__doc__)
     ap.add_argument("model")
     ap.add_argument("--lora", action="store_true")
     ap.add_argument("--lora-r", type=int, default=16)

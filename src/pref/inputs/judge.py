@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..data.records import PairRecord
-from ..errors import UsageError
+from ...data.records import PairRecord
+from ...errors import UsageError
 
 INSTRUCTION = ("Which response better answers the user's conversation below? "
                "Judge helpfulness, correctness and style.\n")
