@@ -403,3 +403,70 @@ def test_a_late_claim_on_a_full_study_is_recorded_as_surplus_and_not_run(tmp_pat
     assert late.stop and not calls
     assert trials[1].state == TrialState.FAIL and trials[1].user_attrs["surplus"]
     assert st.tally(load(path))["counted"] == 1
+
+
+def _interrupting_run(calls: list, where: str = "trial"):
+    """A run_fn whose first call is interrupted (Ctrl-C) and whose later calls are the toy's."""
+    def run(cfg, trial_hook=None, **kw):
+        calls.append(cfg.lr)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return toy_run(cfg, trial_hook=trial_hook, **kw)
+    return run
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")
+def test_an_interrupted_trial_is_recorded_interrupted_and_its_parameters_rerun(tmp_path):
+    path = toy_sweep(tmp_path, study={"n_trials": 2, "pruner": "none", "enqueue_base": False})
+    spec = load_sweep(path)
+    storage = st.make_storage(st.storage_url(spec))
+    calls: list = []
+    with pytest.raises(KeyboardInterrupt):
+        st.work(spec, storage=storage, run_fn=_interrupting_run(calls))
+    study = load(path)
+    first, waiting = study.trials
+    assert first.state == TrialState.FAIL and first.user_attrs["interrupted"]
+    assert waiting.state == TrialState.WAITING and waiting.user_attrs["requeued_from"] == first.number
+    assert waiting.system_attrs["fixed_params"] == first.params  # the same point, not a fresh draw
+    st.work(spec, storage=storage, run_fn=_interrupting_run(calls))
+    study = load(path)
+    assert calls[1] == calls[0]  # the re-run trial trained the interrupted trial's lr
+    assert st.tally(study)["complete"] == 2 and st.tally(study)["counted"] == 2
+    from src.tune.report import trials_table
+    notes = trials_table(study).set_index("number")["note"]
+    assert notes[first.number].startswith("interrupted") and f"re-queued as trial {waiting.number}" in notes[first.number]
+    assert notes[waiting.number] == f"re-run of interrupted trial {first.number}"
+    assert "heartbeat" not in " ".join(notes)
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")
+def test_an_interrupt_that_lost_the_trials_own_record_is_still_requeued_and_not_called_stale(tmp_path, monkeypatch):
+    """The interrupt can land where the trial cannot write its reason (a storage write, the
+    pruning hook): the worker's loop re-queues it anyway, and the table says interrupted."""
+    monkeypatch.setattr(st.TrialObjective, "_fail", staticmethod(lambda *a, **k: None))
+    path = toy_sweep(tmp_path, study={"n_trials": 1, "pruner": "none", "enqueue_base": False})
+    spec = load_sweep(path)
+    with pytest.raises(KeyboardInterrupt):
+        st.work(spec, storage=st.make_storage(st.storage_url(spec)), run_fn=_interrupting_run([]))
+    study = load(path)
+    from src.tune.report import trials_table
+    note = trials_table(study).set_index("number")["note"][0]
+    assert note == "interrupted; re-queued as trial 1"
+    assert study.trials[1].system_attrs["fixed_params"] == study.trials[0].params
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")
+def test_a_dead_workers_trial_is_requeued_once(tmp_path):
+    path = toy_sweep(tmp_path, study={"n_trials": 1, "pruner": "none", "enqueue_base": False})
+    spec = load_sweep(path)
+    storage = st.make_storage(st.storage_url(spec))
+    study = st.open_study(spec, storage)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    orphan = study.ask({"lr": optuna.distributions.FloatDistribution(1e-5, 1e-3, log=True)})
+    orphan.set_user_attr("host", __import__("socket").gethostname())
+    orphan.set_user_attr("pid", dead.pid)
+    assert st.reap_dead_local_trials(study, storage) == [orphan.number]
+    st.reap_dead_local_trials(study, storage)  # a second look finds nothing new to queue
+    queued = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("requeued_from") == orphan.number]
+    assert len(queued) == 1 and queued[0].system_attrs["fixed_params"] == study.trials[orphan.number].params

@@ -27,20 +27,26 @@ from optuna.trial import TrialState  # noqa: E402
 
 from ..config import atomic_write_text, from_dict, save_yaml  # noqa: E402
 from ..pref.config import PrefConfig  # noqa: E402
+from . import study as st  # noqa: E402
 
 
-def trial_note(t: optuna.trial.FrozenTrial) -> str:
+def trial_note(t: optuna.trial.FrozenTrial, requeued: dict[int, int] | None = None) -> str:
     a = t.user_attrs
     if t.state == TrialState.FAIL:
-        return a.get("fail_reason", "stale: the worker stopped sending heartbeats")
+        again = f"; re-queued as trial {requeued[t.number]}" if requeued and t.number in requeued else ""
+        if again and not a.get("fail_reason"):  # interrupted before it could record why
+            return "interrupted" + again
+        return a.get("fail_reason", "no reason recorded: the worker was killed or its heartbeats stopped") + again
     if t.state == TrialState.PRUNED and "pruned_at" in a:
         p = a["pruned_at"]
         return f"pruned at epoch {p['epoch']:.2f} (optimizer step {p['optimizer_step']})"
+    if "requeued_from" in a:
+        return f"re-run of interrupted trial {a['requeued_from']}"
     return "baseline (base config)" if a.get("baseline") else ""
 
 
 def trials_table(study: optuna.Study) -> pd.DataFrame:
-    rows = []
+    rows, requeued = [], st.requeued_as(study)
     for t in study.get_trials(deepcopy=False):
         end = t.datetime_complete
         rows.append({
@@ -51,7 +57,7 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
                                         (end - t.datetime_start).total_seconds() if end and t.datetime_start else None),
             "last_pruning_step": max(t.intermediate_values) if t.intermediate_values else None,
             "worker": t.user_attrs.get("worker"), "host": t.user_attrs.get("host"),
-            "run_dir": t.user_attrs.get("run_dir"), "note": trial_note(t),
+            "run_dir": t.user_attrs.get("run_dir"), "note": trial_note(t, requeued),
         })
     return pd.DataFrame(rows)
 

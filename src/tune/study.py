@@ -20,7 +20,9 @@ How several workers share a study without duplicate or lost trials:
 - Counted: complete, pruned, running, waiting, and trials that failed by
   themselves (exception, non-finite loss, out of memory: `fail_reason` says
   which). Not counted: trials interrupted by Ctrl-C / a killed worker
-  (`interrupted`), and surplus claims; a re-run replaces them.
+  (`interrupted`), and surplus claims. An interrupted trial's parameters are
+  enqueued again (`requeued_from` names it), so the re-run tries the same point
+  instead of a fresh draw from the sampler.
 - A worker that dies leaves a RUNNING trial: on an RDB storage the heartbeat
   marks it failed after `GRACE_S`; any storage: the next worker started on
   the same host marks RUNNING trials of dead local processes as interrupted.
@@ -33,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import importlib
+import logging
 import math
 import os
 import shutil
@@ -253,9 +256,34 @@ def reap_dead_local_trials(study: optuna.Study, storage) -> list[int]:
             storage.set_trial_user_attr(t._trial_id, "interrupted", True)
             storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
             reaped.append(t.number)
+            requeue(study, t.number, t.params)
     if reaped:
-        print(f"[sweep] trial(s) {reaped} had lost their worker: marked failed (interrupted), not counted")
+        print(f"[sweep] trial(s) {reaped} had lost their worker: marked failed (interrupted), not counted, "
+              "parameters re-queued")
     return reaped
+
+
+def requeue(study: optuna.Study, number: int, params: dict) -> None:
+    """Enqueue an interrupted trial's parameters once more: the point was chosen by the
+    sampler for a reason, and a Ctrl-C or a preempted worker says nothing about it."""
+    if not params or any(t.user_attrs.get("requeued_from") == number for t in study.get_trials(deepcopy=False)):
+        return
+    study.enqueue_trial(params, user_attrs={"requeued_from": number})
+
+
+def requeued_as(study: optuna.Study) -> dict[int, int]:
+    """interrupted trial number -> the number of the trial that re-runs its parameters."""
+    return {t.user_attrs["requeued_from"]: t.number for t in study.get_trials(deepcopy=False)
+            if "requeued_from" in t.user_attrs}
+
+
+class _QuietInterrupt(logging.Filter):
+    """optuna logs a Ctrl-C as 'Trial N failed ... KeyboardInterrupt' with a traceback;
+    the sweep prints its own one line for it, so drop optuna's."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "KeyboardInterrupt" not in record.getMessage() and not (
+            record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt))
 
 
 def trim_checkpoints(study: optuna.Study, spec: SweepSpec) -> list[int]:
@@ -354,6 +382,7 @@ class TrialObjective:
                  on_start: Callable[[], None] = lambda: None, worker: int = 0):
         self.spec, self.run_fn, self.n_trials, self.on_start, self.worker = spec, run_fn, n_trials, on_start, worker
         self.stop = False  # set when the study turned out to be full
+        self.current: tuple[int, dict] | None = None  # (trial number, params) of the trial in progress
 
     def _claim_is_surplus(self, trial: optuna.Trial) -> bool:
         counted = sorted(t.number for t in trial.study.get_trials(deepcopy=False)
@@ -376,6 +405,7 @@ class TrialObjective:
                                                "when this one was claimed (another worker was faster)")
             raise TrialFailed("surplus claim: the study is full")
         params = {p.name: p.suggest(trial) for p in self.spec.space}
+        self.current = (trial.number, params)
         run_dir = study_dir(self.spec) / "trials" / f"{trial.number:04d}"
         if run_dir.exists():  # left over from an earlier study of the same name: start clean
             shutil.rmtree(run_dir)
@@ -446,6 +476,9 @@ def work(spec: SweepSpec, *, worker: int = 0, storage=None, run_fn: Callable[...
     reap_dead_local_trials(study, storage)
     trim_checkpoints(study, spec)
     optuna.logging.set_verbosity(optuna.logging.INFO)
+    trial_log = logging.getLogger("optuna.study._optimize")  # where optuna logs a failed trial
+    if not any(isinstance(f, _QuietInterrupt) for f in trial_log.filters):
+        trial_log.addFilter(_QuietInterrupt())
     start, n = time.monotonic(), spec.study.n_trials
     while True:
         if spec.study.timeout and time.monotonic() - start >= spec.study.timeout:
@@ -458,6 +491,12 @@ def work(spec: SweepSpec, *, worker: int = 0, storage=None, run_fn: Callable[...
             if t["counted"] - t["waiting"] >= n:  # enqueued (waiting) trials still need a worker
                 break
             study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+        except KeyboardInterrupt:
+            # here, not inside the trial: the interrupt may land anywhere (a storage write, the
+            # pruning hook), and the trial's own fail_reason may not have been recorded
+            if objective.current is not None:
+                requeue(study, *objective.current)
+            raise
         finally:
             claim.release()
             free_memory()
