@@ -289,3 +289,34 @@ def test_tsv_file_reads_as_pairs_in_the_chat_reader(tmp_path):
                  "1\t[\"q\"]\t[\"good\"]\t[\"bad\"]\t1\t0\t0\n")
     res = read_chat({"path": str(p)})
     assert res.format == "pairs" and [t.text for t in res.episodes[0].turns] == ["q", "good"]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(base=st.sampled_from(["synthetic", "real"]),
+       ops=st.lists(st.tuples(DAMAGE, st.floats(0, 1, exclude_max=True)), min_size=0, max_size=4),
+       multiline=st.booleans())
+def test_fast_csv_path_yields_exactly_the_careful_readers_records(tmp_path, base, ops, multiline):
+    """The plain csv.reader pass hands over to the careful reader at the first record that
+    needs recovery: together they must give the careful reader's records, cell for cell and
+    with the same physical line numbers, for any damage (and for legitimate multi-line cells)."""
+    from src.data.arena import _plausible_row, read_csv_header
+    from src.data.rows import _careful_records, iter_csv_records, open_text
+    if not _BASES:
+        _BASES.update(_base_files(tmp_path))
+    original = _BASES.get(base, _BASES["synthetic"])
+    if multiline:  # a legitimate line break inside a quoted cell of the first data row
+        original = original.replace(b'["', b'["line one\nline two ', 1)
+    p = tmp_path / "damaged.csv"
+    p.write_bytes(damage(original, ops))
+    try:
+        with open_text(p) as f:
+            header, delim = read_csv_header(p, f)
+    except DataError:
+        return
+    def records(fn):
+        with open_text(p) as f:
+            read_csv_header(p, f)
+            return [(r.first_line, r.last_line, r.cells, r.resplit) for r in
+                    fn(f, n_cols=len(header), delimiter=delim, plausible=_plausible_row(header))]
+    careful = records(lambda f, **kw: _careful_records(f, kw["n_cols"], kw["delimiter"], kw["plausible"]))
+    assert records(iter_csv_records) == careful

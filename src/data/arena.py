@@ -77,6 +77,8 @@ def parse_turns(cell: str, column: str) -> list[str]:
         raise RowError("invalid_json", f"column '{column}' is not valid JSON ({e.msg} at char {e.pos})") from None
     if isinstance(value, str):  # some exports store a bare string for single-turn chats
         return [value]
+    if type(value) is list and all(type(t) is str for t in value):  # the common case, without the loop below
+        return value
     if not isinstance(value, list):
         raise RowError("not_a_list", f"column '{column}' is JSON {type(value).__name__}, expected a list of turns")
     turns = []
@@ -144,6 +146,8 @@ def iter_arena_csv(path: Path, max_cell_chars: int) -> Iterator[PairRecord | Qua
             raise DataError(f"{path}: has some teacher columns but not {', '.join(absent)}")
         seen: set[str] = set()
         id_col = header.index("id")
+        known = REQUIRED_COLUMNS + LABEL_NAMES + TEACHER_NAMES + ("model_a", "model_b", "source")
+        extra_columns = [k for k in header if k not in known]  # once per file, not per row
         row_no = 0
         for rec in iter_csv_records(f, n_cols=len(header), delimiter=delimiter, plausible=_plausible_row(header)):
             row_no += 1
@@ -176,8 +180,7 @@ def iter_arena_csv(path: Path, max_cell_chars: int) -> Iterator[PairRecord | Qua
                 yield Quarantined(row_no, rid or None, e.reason, e.detail)
                 continue
             seen.add(rid)
-            extra = {k: row[k] for k in header
-                     if k not in REQUIRED_COLUMNS + LABEL_NAMES + TEACHER_NAMES + ("model_a", "model_b", "source")}
+            extra = {k: row[k] for k in extra_columns}
             yield PairRecord(
                 id=rid,
                 prompt=turns["prompt"],

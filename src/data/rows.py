@@ -239,7 +239,51 @@ def iter_csv_records(f, *, n_cols: int, delimiter: str = ",",
     cells, or not `plausible`) is searched for an inner line where a well-formed,
     plausible record starts; the record is cut there, its head yielded as a `resplit`
     record, and parsing resumes at that line. So an unclosed quote costs one row, not
-    every row up to the next stray quote. Blank lines are not records."""
+    every row up to the next stray quote. Blank lines are not records.
+
+    Speed: the careful reader feeds csv.reader one physical line at a time through
+    Python (it must be able to push lines back), which cost ~40% over a plain parse.
+    So the file is first read by csv.reader directly (C speed). Until a record would
+    need recovery, both readers yield the same records from the same lines, so when
+    one does, the file is rewound and the careful reader takes over from the first
+    record not yet yielded: clean files never pay for the recovery machinery."""
+    start = f.tell()
+    done = 0
+    for rec in _plain_records(f, n_cols, delimiter, plausible):
+        if rec is None:  # this record needs the careful reader
+            break
+        done += 1
+        yield rec
+    else:
+        return
+    f.seek(start)
+    for i, rec in enumerate(_careful_records(f, n_cols, delimiter, plausible)):
+        if i >= done:
+            yield rec
+
+
+def _plain_records(f, n_cols: int, delimiter: str, plausible: Callable[[list[str]], bool]) -> Iterator[CsvRecord | None]:
+    """The careful reader's records for as long as none needs recovery; then one None."""
+    reader = csv.reader(f, delimiter=delimiter)
+    last = 1  # the header
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error:
+            yield None
+            return
+        first, last = last + 1, 1 + reader.line_num
+        if not cells:
+            continue  # a blank line is not a data row
+        if last > first and (len(cells) != n_cols or not plausible(cells)):
+            yield None
+            return
+        yield CsvRecord(first, last, cells, "")
+
+
+def _careful_records(f, n_cols: int, delimiter: str, plausible: Callable[[list[str]], bool]) -> Iterator[CsvRecord]:
     feed = _LineFeed(f)
     feed.line_no = 1  # the header
     reader = csv.reader(feed, delimiter=delimiter)

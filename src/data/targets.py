@@ -50,8 +50,14 @@ def _distribution(names: Sequence[str], values: list[float], reason: str) -> tup
     return tuple(v / total for v in values)  # type: ignore[return-value]
 
 
+_ONE_HOT = {("1", "0", "0"): 0, ("0", "1", "0"): 1, ("0", "0", "1"): 2}  # as almost every row spells it
+
+
 def parse_winner(names: Sequence[str], raw: Sequence[str]) -> tuple[int | None, tuple[float, float, float] | None]:
     """(label, None) for a one-hot row, (None, target) for a soft one; RowError otherwise."""
+    hot = _ONE_HOT.get(tuple(raw))  # a dict look-up instead of three float parses per row
+    if hot is not None:
+        return hot, None
     values = _floats(names, raw, "label_not_a_distribution")
     if sorted(values) == [0.0, 0.0, 1.0]:
         return values.index(1.0), None
