@@ -120,7 +120,7 @@ def bench_decoder(records, args, tmp: Path, *, padding_free: bool, chunks: int |
     seq = prog.real_tokens / max(prog.examples * 2, 1)  # both orders of each pair
     tok_s = prog.real_tokens / prog.train_seconds
     flops = decoder_flops_per_token(model.encoder.config, seq, lora=cfg.lora,
-                                    checkpointing=cfg.gradient_checkpointing)
+                                    checkpointing=bool(getattr(model.encoder, "is_gradient_checkpointing", False)))
     del model, task
     return {"name": f"{args.model} cross {'LoRA' if cfg.lora else 'full'} {tag} ({choice.precision})",
             "precision": choice.precision, "pairs_s": prog.examples / prog.train_seconds, "useful_tok_s": tok_s,

@@ -48,7 +48,13 @@ class PrefConfig:
     length_chunks: int = knob(4, "run each batch's sequences through the encoder in this many length-sorted "
                                  "chunks (less padding; 1 = one call)", low=1)
     eval_max_tokens: int = knob(16384, "padded tokens per inference batch (length-sorted batching)", low=1)
-    gradient_checkpointing: bool = knob(True, "recompute activations in backward: the default job's peak memory 3.94 -> 1.68 GiB on CPU with the same loss (attention probabilities are not kept); false is ~20-30%% faster on a GPU with memory to spare")
+    gradient_checkpointing: bool | None = knob(None, "recompute activations in backward (~1/3 more compute, far less "
+                                                       "memory): unset = auto, on only when the memory plan says the run "
+                                                       "would not fit the device without it; true/false to force")
+    attention_dropout: float = knob(0.0, "dropout on attention probabilities while training (0 lets SDPA use a fused "
+                                         "kernel that keeps no probability matrix: faster, less memory); -1 keeps the "
+                                         "model's own (BERT-style encoders: 0.1)", low=0, high=1, high_open=True,
+                                    also=(-1,))
     trust_remote_code: bool = knob(False, "allow model repos with custom code (off unless you trust it)")
     max_rows: int = knob(0, "use only N rows of the data (0 = all; which ones: --max-rows-pick); for quick trials",
                          low=0)

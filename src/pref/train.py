@@ -16,6 +16,7 @@ import json
 import resource
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ from ..device import DeviceChoice, check_precision
 from ..engine import plots
 from ..errors import UsageError
 from ..engine.loop import make_accelerator, run_summary, train
+from ..engine.memory import decide_recompute, set_attention_dropout
 from ..engine.recompute import enable_activation_recompute
 from .inference.calibration import average_probs, fit_temperature, floor_probs, log_loss, temperature_bounds
 from .checkpoint import build_pref_model, init_from_run, load_pref_checkpoint, write_prior
@@ -64,22 +66,42 @@ def load_records(cfg: PrefConfig, run_dir: Path) -> list[PairRecord]:
     return records
 
 
-def build(cfg: PrefConfig, device: str = "cpu"):
+def build(cfg: PrefConfig, device: str = "cpu", precision: str = "fp32", log=print):
     torch.manual_seed(cfg.seed)  # the head's initialisation is part of the run's config
+    recompute, why = decide_recompute(cfg.gradient_checkpointing, lambda: planned_peak_gib(cfg, precision), device)
+    if log is not None and cfg.gradient_checkpointing is None:
+        log(f"[memory] gradient checkpointing {why}")
     if _uses_backbone_loader(cfg):  # decoders, LoRA, quantisation: pref/modeling/backbone.py
         from .modeling.backbone import backbone_from_config, lr_multipliers
-        b = backbone_from_config(cfg, device=device)
+        b = backbone_from_config(replace(cfg, gradient_checkpointing=recompute), device=device)
         model = build_pref_model(b.model, cfg)
         model.lr_multipliers = lr_multipliers(model, cfg.head_lr_mult, cfg.lora_lr_mult)
         tokenizer = b.tokenizer
     else:
         encoder, tokenizer = load_encoder(cfg.model, trust_remote_code=cfg.trust_remote_code)
-        if cfg.gradient_checkpointing:
+        if recompute:
             enable_activation_recompute(encoder)
         model = build_pref_model(encoder, cfg)
+    if cfg.attention_dropout >= 0:
+        set_attention_dropout(model, cfg.attention_dropout)
     if cfg.init_from:  # stage 2 from stage 1: its weights, this run's fresh optimizer and schedule
         init_from_run(model, cfg.init_from, cfg)
     return model, tokenizer
+
+
+def planned_peak_gib(cfg: PrefConfig, precision: str) -> float | None:
+    """The memory plan's training peak for this run WITHOUT recomputation (None: no plan for it)."""
+    from .modeling import memplan as mp
+    try:
+        config = mp.load_config(cfg.model)
+    except UsageError:  # an encoder alias or hub id: its own config (cached, offline)
+        config = encoder_config(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    bits = "4bit" if cfg.load_in_4bit else "8bit" if cfg.load_in_8bit else None
+    pin = mp.PlanInput(model=cfg.model, lora=cfg.lora, lora_r=cfg.lora_r, bits=bits,
+                       precision=precision if precision in mp.DTYPE_BYTES else "fp32", max_len=cfg.max_len,
+                       batch_size=cfg.batch_size, arch=cfg.arch, gradient_checkpointing=False,
+                       head_hidden=cfg.head_hidden)
+    return mp.plan(pin, config, runtime_gib=0.0).total_gib
 
 
 def _uses_backbone_loader(cfg: PrefConfig) -> bool:
@@ -135,7 +157,7 @@ def train_split(cfg: PrefConfig, records: list[PairRecord], train_idx: list[int]
         check_precision(choice.precision, resolve_model(cfg.model))
     rows = training_rows(cfg, records, train_idx, val_idx, run_dir, extras, main_process=accelerator.is_main_process)
     train_records, select_records, val_records = rows.train, rows.select, rows.val
-    model, tokenizer = build(cfg, choice.device)
+    model, tokenizer = build(cfg, choice.device, choice.precision, log=accelerator.print)
     enc_kw = dict(arch=cfg.arch, max_len=cfg.max_len, prompt_budget=cfg.prompt_budget, keep=cfg.keep)
     train_enc = encode_pairs(train_records, tokenizer, both_orders=cfg.swap_aug, **enc_kw)
     val_enc = encode_pairs(val_records, tokenizer, both_orders=cfg.swap_aug, **enc_kw)
@@ -283,7 +305,7 @@ def run(cfg: PrefConfig, *, resume: bool = False, trial_hook=None) -> dict:
 
 def run_all_folds(cfg: PrefConfig, records: list[PairRecord], run_dir: Path, *, resume: bool,
                   extras: TrainingSources | None = None) -> dict:
-    from dataclasses import replace
+
     try:
         folds = fold_ids(records, cfg.folds, cfg.seed)
     except ValueError as e:

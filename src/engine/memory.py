@@ -1,0 +1,77 @@
+"""Trading compute for memory only when memory is short: activation recomputation
+on or off from the memory plan, and attention without dropout.
+
+Why: recomputing activations costs about a third more compute per step, and on CPU
+SDPA an attention dropout above 0 forces the math kernel, which materialises the
+attention probabilities (the MiniLM default job: 5.9 GiB peak without recomputation,
+2.0 GiB with attention dropout 0 and no recomputation, 1.2 GiB with both; 130 -> 217
+-> 342 useful tokens/s, measured side by side on this repo's 2-core CPU box).
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import torch
+
+HEADROOM = {"cpu": 0.5, "cuda": 0.85, "xpu": 0.85}  # share of the device's memory a run may plan to use
+# (CPU: the OS, the data and a second process share the RAM; GPU: allocator fragmentation)
+
+
+def device_memory_gib(device: str) -> float | None:
+    """Total memory of the device the run trains on (None when it cannot be told)."""
+    kind = torch.device(device).type
+    try:
+        if kind == "cuda":
+            return torch.cuda.get_device_properties(torch.device(device)).total_memory / 2**30
+        if kind == "xpu":
+            return torch.xpu.get_device_properties(torch.device(device)).total_memory / 2**30
+        if kind == "cpu":
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (AttributeError, ValueError, OSError, RuntimeError):
+        return None
+    return None
+
+
+def decide_recompute(requested: bool | None, planned_gib: Callable[[], float | None], device: str) -> tuple[bool, str]:
+    """(recompute?, why). `requested` True/False is the user's word; None (auto) asks the
+    memory plan for the run's peak WITHOUT recomputation and recomputes only when that
+    would not fit the device's budget (or when there is no plan to ask)."""
+    if requested is not None:
+        return requested, "as configured"
+    try:
+        need = planned_gib()
+    except Exception as e:  # a plan is an estimate for known shapes: no plan is no reason to fail the run
+        need, why = None, f"{type(e).__name__}"
+    else:
+        why = "no plan for this model"
+    total = device_memory_gib(device)
+    if need is None or total is None:
+        return True, f"auto: on ({why}; recomputing is the safe side)"
+    budget = HEADROOM.get(torch.device(device).type, 0.5) * total
+    if need <= budget:
+        return False, f"auto: off (planned peak {need:.1f} GiB without it fits the {budget:.0f} GiB budget)"
+    return True, f"auto: on (planned peak {need:.1f} GiB without it exceeds the {budget:.0f} GiB budget)"
+
+
+def set_attention_dropout(model: Any, p: float) -> int:
+    """Attention-probability dropout of every attention module to `p` (hidden-state dropout
+    is left alone). p = 0 lets SDPA pick a fused kernel that does not keep the probability
+    matrix. Returns how many places were set (0: the model has no attention dropout)."""
+    n = 0
+    for name, m in model.named_modules():
+        if "attention" not in type(m).__name__.lower():
+            continue
+        for attr in ("attention_dropout", "attn_dropout", "dropout_p"):  # decoders: a float used in the call
+            if isinstance(getattr(m, attr, None), float):
+                setattr(m, attr, p)
+                n += 1
+        drop = getattr(m, "dropout", None)  # BERT-style self-attention: nn.Dropout on the probabilities
+        if isinstance(drop, torch.nn.Dropout) and type(m).__name__.lower().endswith(("selfattention", "sdpaselfattention")):
+            drop.p = p
+            n += 1
+    config = getattr(model, "config", None)
+    for key in ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop"):
+        if isinstance(getattr(config, key, None), float):
+            setattr(config, key, p)  # so a save/reload agrees with what trained
+    return n
