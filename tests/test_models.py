@@ -91,9 +91,15 @@ def test_every_stage_refuses_a_typo_through_the_one_resolve(no_network, tmp_path
     from src.pref.modeling.backbone import load_backbone
     from src.pref.registry import encoder_config
     from src.train_gen import main as train_gen_main
-    for call in (lambda: encoder_config("minlm"), lambda: load_backbone("smolm2-135m-instruct")):
+    from src.pref.modeling.memplan import load_config
+    for call in (lambda: encoder_config("minlm"), lambda: load_backbone("smolm2-135m-instruct"),
+                 lambda: load_config("gemma-2-9b")):
         with pytest.raises(UsageError, match="did you mean"):
             call()
+    from src.train_pref import main as train_pref_main
+    assert train_pref_main(["--model", "minlm", "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "did you mean 'minilm'?" in err[0]
     assert train_gen_main(["--model", "tiy", "--out", str(tmp_path / "g")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "did you mean 'tiny'?" in err[0] and "--data" not in err[0]

@@ -122,3 +122,14 @@ def test_gemma3_base_has_no_template_and_gets_the_plain_judge_text(gemma_folder)
     assert ids[0] == tok.bos_token_id and ids.count(tok.bos_token_id) == 1
     text = tok.decode(ids[1:])
     assert text.startswith(INSTRUCTION) and text.endswith(QUESTION)
+
+
+def test_generate_answers_through_smollm2_chat_template_and_stops_at_its_eos(smol_folder, capsys):
+    """`generate --run smollm2-135m-instruct`: the bare model is prompted through its ChatML
+    template and stops on <|im_end|> (its EOS), greedy so the answer is fixed."""
+    import json
+    from src.generate import main as generate_main
+    assert generate_main(["--run", SMOL, "--prompt", "What is the capital of France?", "--preset", "greedy",
+                          "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert "Paris" in out["reply"] and out["stop_reason"] == "eos" and out["new_tokens"] < 30

@@ -167,4 +167,6 @@ def load_for_generation(path: str, *, dtype: torch.dtype = torch.float32,
     model = AutoModelForCausalLM.from_pretrained(resolve(path), dtype=dtype, trust_remote_code=trust_remote_code)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token  # generation only: padding is never trained on here
-    return model, tok, {"base_model": path, "finetune": "none"}
+    # a bare model is prompted the way it was trained: through its chat template when it has one
+    # (smollm2-135m-instruct: ChatML, stops at <|im_end|>), else plain text (gemma3-270m, a base model)
+    return model, tok, {"base_model": path, "finetune": "none", "tokenize": {"template": "auto"}}

@@ -73,7 +73,8 @@ def load_config(model: str):
     if model in ARCHS:
         numbers = dict(ARCHS[model])
         return CONFIG_MAPPING[numbers.pop("model_type")](**numbers)
-    from ...models.names import is_embedded, is_tiny_decoder, resolve
+    from ...models.names import check_name, is_embedded, is_tiny_decoder, resolve
+    check_name(model)  # 'gemma-2-9b' -> did you mean 'gemma-2-9b-it'
     path = resolve(model) if is_tiny_decoder(model) or is_embedded(model) else model
     if os.path.isfile(os.path.join(path, "config.json")):
         return AutoConfig.from_pretrained(path)
