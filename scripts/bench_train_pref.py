@@ -164,8 +164,8 @@ def bench_ours(records, args, tmp: Path) -> dict:
 def bench_trainer(records, args, tmp: Path) -> dict:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
 
-    from src.pref.registry import resolve_model
-    path = resolve_model("minilm")
+    from src.models import resolve
+    path = resolve("minilm")
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=3)
     texts = [" ".join(r.prompt) + " [SEP] " + " ".join(r.response_a) + " [SEP] " + " ".join(r.response_b)
@@ -204,11 +204,12 @@ def bench_trainer(records, args, tmp: Path) -> dict:
 
 
 def is_decoder_model(name: str) -> bool:
-    from src.gen.tiny import is_tiny_decoder
+    from src.models.tiny import is_tiny_decoder
     if is_tiny_decoder(name):
         return True
-    from src.pref.modeling.backbone import _load_config, is_decoder_config, resolve_backbone
-    return is_decoder_config(_load_config(name, resolve_backbone(name), False))
+    from src.models import resolve
+    from src.pref.modeling.backbone import _load_config, is_decoder_config
+    return is_decoder_config(_load_config(name, resolve(name), False))
 
 
 def main_decoder(args, records, data: str) -> None:

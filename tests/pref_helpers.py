@@ -10,11 +10,11 @@ def make_tiny_encoder(folder: Path, hidden: int = 32, seed: int = 0) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from src.pref.registry import resolve_model
+    from src.models import resolve
     if (folder / "config.json").exists():
         return folder
     torch.manual_seed(seed)
-    tok = AutoTokenizer.from_pretrained(resolve_model("minilm"))
+    tok = AutoTokenizer.from_pretrained(resolve("minilm"))
     cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
                      intermediate_size=2 * hidden, max_position_embeddings=512,
                      hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)

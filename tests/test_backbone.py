@@ -8,7 +8,7 @@ import torch
 
 from src.engine.batching import pad_sequences
 from src.errors import UsageError
-from src.gen.tiny import TINY_DECODERS, build_tiny_decoder, tiny_decoder_path
+from src.models.tiny import TINY_DECODERS, build_tiny_decoder, tiny_decoder_path
 from src.pref.modeling import backbone as bb
 
 FAMILIES = list(TINY_DECODERS)
@@ -19,7 +19,7 @@ def loaded(request, tmp_path_factory):
     torch.manual_seed(0)
     name = request.param
     if name == "gpt2-folder":  # learned absolute positions: left padding needs position ids from the mask
-        from src.gen.tiny import build_tiny, save_tiny
+        from src.models.tiny import build_tiny, save_tiny
         name = str(tmp_path_factory.mktemp("gpt2"))
         save_tiny(*build_tiny(), name)
     return bb.load_backbone(name, log=None)

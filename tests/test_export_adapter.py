@@ -63,7 +63,7 @@ def test_adapter_export_holds_adapter_base_and_the_lazily_imported_code(lora_exp
     assert (m0 / "model.safetensors").stat().st_size < (base / "model.safetensors").stat().st_size / 10
     assert "peft" in manifest["requires"] and "accelerate" in manifest["requires"]
     src = lora_export / ex.SRC_DIR / "src"
-    for name in ("pref/modeling/adapters.py", "pref/modeling/backbone.py", "gen/__init__.py", "gen/tiny.py", "pref/modeling/memplan.py",
+    for name in ("pref/modeling/adapters.py", "pref/modeling/backbone.py", "models/__init__.py", "models/names.py", "models/tiny.py", "models/embedded.py", "pref/modeling/memplan.py",
                  "pref/registry.py", "pref/inputs/judge.py"):
         assert (src / name).is_file(), name
     assert "peft" not in ex.verify_export(lora_export, load_models=False)["blocked"]
@@ -71,7 +71,7 @@ def test_adapter_export_holds_adapter_base_and_the_lazily_imported_code(lora_exp
 
 
 def test_exported_adapter_loads_its_copied_base_not_a_rebuilt_one(lora_export, monkeypatch):
-    import src.gen.tiny as tiny
+    import src.models.tiny as tiny
 
     def no_build(*a, **k):
         raise AssertionError("the export's base must come from bases/, not be rebuilt")
@@ -115,8 +115,8 @@ def test_base_dir_names_a_kaggle_model_instead_of_copying(lora_run, tmp_path):
     assert json.loads((out / "models" / "m0" / "backbone.json").read_text())["base_dir"] == KAGGLE_BASE
     with pytest.raises(UsageError, match=KAGGLE_BASE.replace("/", ".")):  # here, that path does not exist
         load_pref_checkpoint(out / "models" / "m0")
-    from src.pref.modeling.backbone import resolve_backbone
-    model, *_ = load_pref_checkpoint(out / "models" / "m0", base_dir=resolve_backbone("tiny-llama"))
+    from src.models import resolve
+    model, *_ = load_pref_checkpoint(out / "models" / "m0", base_dir=resolve("tiny-llama"))
     assert type(model.encoder).__name__ == "PeftModel"
 
 

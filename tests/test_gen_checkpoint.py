@@ -6,7 +6,7 @@ import transformers
 
 from src.gen import checkpoint as K
 from src.gen.model import ensure_pad_token, load_base
-from src.gen.tiny import build_tiny_tokenizer
+from src.models.tiny import build_tiny_tokenizer
 
 
 @pytest.fixture()

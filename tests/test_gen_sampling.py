@@ -15,7 +15,7 @@ from src.gen import sampling as S
 from src.gen.encode import build_prompt
 from src.gen.model import ensure_pad_token
 from src.gen.render import tokenize_config
-from src.gen.tiny import build_tiny
+from src.models.tiny import build_tiny
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from src.gen import dataset as D
 from src.gen import encode as E
 from src.gen import model as M
 from src.gen import render as R
-from src.gen.tiny import build_tiny, build_tiny_tokenizer, load_tiny, save_tiny
+from src.models.tiny import build_tiny, build_tiny_tokenizer, load_tiny, save_tiny
 
 # Texts are drawn from disjoint alphabets, so a decoded token shows where it came from.
 BOT_ALPHA = "abcdef ghijk.!é"

@@ -108,7 +108,7 @@ def test_conditional_eos_stops_and_pad_equal_eos_never_does(tmp_path):
     from src.gen import render as R
     from src.gen.sampling import generate, sampling_config
     from src.gen.task import response_start
-    from src.gen.tiny import build_tiny_model, build_tiny_tokenizer
+    from src.models.tiny import build_tiny_model, build_tiny_tokenizer
     stops = {}
     for variant in ("conditional_eos", "pad_eq_eos"):
         tok = build_tiny_tokenizer()
@@ -210,7 +210,7 @@ def test_two_processes_equal_one_process_accumulating_two_micro_batches(tmp_path
     a, b = _weights(tmp_path / "ddp"), _weights(tmp_path / "single")
     init = json.loads((tmp_path / "single" / "initial_eval.json").read_text())
     assert json.loads((tmp_path / "ddp" / "initial_eval.json").read_text())["eval_loss"] == pytest.approx(init["eval_loss"])
-    from src.gen.tiny import build_tiny_model
+    from src.models.tiny import build_tiny_model
     tok = load_tokenized(chat_data).tokenizer()
     start = build_tiny_model(tok.vocab_size, tok.eos_token_id, seed=0).state_dict()
     key = "transformer.h.0.attn.c_attn.weight"

@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 
 from src.data.records import PairRecord
 from src.errors import UsageError
-from src.gen.tiny import build_family_tokenizer
+from src.models.tiny import build_family_tokenizer
 from src.pref.inputs.judge import JudgeBudget, JudgeEncoder
 
 TOKS = {n: build_family_tokenizer(n) for n in ("tiny-llama", "tiny-qwen2", "tiny-gemma2")}

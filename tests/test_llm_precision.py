@@ -12,6 +12,7 @@ import torch
 
 from src.device import check_precision, choose_precision, fp16_overflow_family
 from src.errors import UsageError
+from src.models import resolve
 from src.pref.modeling import backbone as bb
 from src.pref.inference import predict as pp
 
@@ -142,7 +143,7 @@ def test_prediction_precision_on_a_t4_avoids_fp16_for_gemma(monkeypatch, capabil
 
 def test_softcapping_configs_default_to_eager_and_refuse_sdpa():
     from transformers import AutoConfig, Gemma3TextConfig
-    gemma2 = AutoConfig.from_pretrained(bb.resolve_backbone("tiny-gemma2"))
+    gemma2 = AutoConfig.from_pretrained(resolve("tiny-gemma2"))
     assert bb.attention_softcap(gemma2) == gemma2.attn_logit_softcapping is not None
     assert bb.check_attention(None, "gemma2", "cpu", bb.attention_softcap(gemma2)) == "eager"
     with pytest.raises(UsageError) as e:

@@ -17,7 +17,7 @@ from src.data.arena import read_pairs
 from src.data.synthetic import make_rows, write_csv
 from src.engine.checkpoint import load_resume_state
 from src.errors import UsageError
-from src.gen.tiny import tiny_decoder_path
+from src.models.tiny import tiny_decoder_path
 from src.pref.inputs.collate import collate
 from src.pref.config import PrefConfig
 from src.pref.inputs.encode import encode_pairs
@@ -114,7 +114,7 @@ def _ddp_rank(rank: int, world: int, port: int, cfg: PrefConfig, err: Path) -> N
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
     try:
         from accelerate.state import AcceleratorState
-        import src.gen.tiny as tiny
+        import src.models.tiny as tiny
         AcceleratorState._reset_state(reset_partial_state=True)
         tiny._built.clear()
         out = run(cfg)

@@ -58,7 +58,7 @@ def test_checkpointing_and_batch_move_the_estimate_the_right_way():
 
 
 def test_plan_from_a_local_config_and_bad_inputs(tmp_path):
-    from src.gen.tiny import tiny_decoder_path
+    from src.models.tiny import tiny_decoder_path
     folder = tiny_decoder_path("tiny-llama", root=tmp_path)
     p = mp.plan(mp.PlanInput(folder, lora=True, lora_r=4, precision="fp32", max_len=64, batch_size=2))
     import torch

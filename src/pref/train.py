@@ -39,7 +39,8 @@ from .checkpoint import build_pref_model, init_from_run, load_pref_checkpoint, w
 from .config import PrefConfig
 from .inputs.encode import encode_pairs
 from .inputs.training_data import TrainingSources, load_extra_sources, training_rows
-from .registry import check_max_len, encoder_config, load_encoder, resolve_model
+from ..models import resolve
+from .registry import check_max_len, encoder_config, load_encoder
 from .task import PrefTask
 
 
@@ -105,7 +106,7 @@ def planned_peak_gib(cfg: PrefConfig, precision: str) -> float | None:
 
 
 def _uses_backbone_loader(cfg: PrefConfig) -> bool:
-    from ..gen.tiny import is_tiny_decoder
+    from ..models.tiny import is_tiny_decoder
     from .modeling.backbone import is_decoder_config
     if cfg.lora or cfg.load_in_4bit or cfg.load_in_8bit or cfg.attn or is_tiny_decoder(cfg.model):
         return True
@@ -120,7 +121,7 @@ def peak_rss_mb() -> float:
 
 def check_before_work(cfg: PrefConfig) -> None:
     """What can be refused from the config and the encoder's config alone (no data, no weights)."""
-    from ..gen.tiny import is_tiny_decoder
+    from ..models.tiny import is_tiny_decoder
     from .modeling.backbone import check_quantization
     from .modeling.backbone import check_padding_free
     choice = DeviceChoice.resolve(cfg.device, cfg.precision)
@@ -151,10 +152,10 @@ def train_split(cfg: PrefConfig, records: list[PairRecord], train_idx: list[int]
     run_dir.mkdir(parents=True, exist_ok=True)
     save_yaml(cfg, run_dir / "config.yaml", header=f"# python -m src.train_pref --config {run_dir / 'config.yaml'}")
     accelerator, choice = make_accelerator(cfg, run_dir)
-    from ..gen.tiny import is_tiny_decoder
+    from ..models.tiny import is_tiny_decoder
     check_precision(choice.precision, cfg.model)
     if not is_tiny_decoder(cfg.model):  # tiny decoders are built in-process, not resolved
-        check_precision(choice.precision, resolve_model(cfg.model))
+        check_precision(choice.precision, resolve(cfg.model))
     rows = training_rows(cfg, records, train_idx, val_idx, run_dir, extras, main_process=accelerator.is_main_process)
     train_records, select_records, val_records = rows.train, rows.select, rows.val
     model, tokenizer = build(cfg, choice.device, choice.precision, log=accelerator.print)

@@ -78,10 +78,10 @@ def same_base(a: str, b: str) -> bool:
     """Do two --model names (alias, hub id, folder) name one base? Aliases resolve first
     (gemma-2-9b-it == google/gemma-2-9b-it), folders compare by real path."""
     import os
-    from .backbone import resolve_backbone
+    from ...models import resolve
     if a == b:
         return True
-    ra, rb = resolve_backbone(a), resolve_backbone(b)
+    ra, rb = resolve(a), resolve(b)
     return ra == rb or (os.path.isdir(ra) and os.path.isdir(rb) and os.path.realpath(ra) == os.path.realpath(rb))
 
 

@@ -60,6 +60,7 @@ import torch
 
 from ...engine.recompute import enable_activation_recompute
 from ...errors import UsageError
+from ...models import resolve
 
 ATTN_CHOICES = ("eager", "sdpa", "flash_attention_2")
 POOLINGS = ("mean", "cls", "last")
@@ -101,18 +102,6 @@ def is_decoder_config(config: Any) -> bool:
                                                         MODEL_FOR_MASKED_LM_MAPPING_NAMES)
     mt = getattr(config, "model_type", "")
     return mt in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and mt not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
-
-
-def resolve_backbone(name: str) -> str:
-    """Alias (tiny decoder, LLM alias, encoder alias) -> local folder or hub id."""
-    from ...gen.tiny import is_tiny_decoder, tiny_decoder_path
-    if is_tiny_decoder(name):
-        return tiny_decoder_path(name)
-    from .memplan import LLM_ALIASES
-    if name in LLM_ALIASES:
-        return LLM_ALIASES[name]
-    from ..registry import resolve_model
-    return resolve_model(name)
 
 
 def check_pooling(pooling: str, decoder: bool) -> None:
@@ -295,7 +284,7 @@ def load_backbone(name: str, *, device: str = "cpu", dtype: torch.dtype = torch.
     bits = check_quantization(load_in_4bit, load_in_8bit, device)
     if bits and lora is None:
         raise UsageError(f"--load-in-{bits} trains only adapters on frozen quantised weights: add --lora")
-    path = resolve_backbone(name)
+    path = resolve(name)
     config = _load_config(name, path, trust_remote_code)
     decoder = is_decoder_config(config)
     if (bits or attn) and not decoder:

@@ -37,51 +37,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...errors import UsageError
+from ...models.shapes import ARCHS
 
 GiB = 1024 ** 3
-
-# alias -> hub id (the classifier loads these through AutoModel)
-LLM_ALIASES = {
-    "gemma-2-9b-it": "google/gemma-2-9b-it",
-    "gemma-2-2b-it": "google/gemma-2-2b-it",
-    "gemma-2-27b-it": "google/gemma-2-27b-it",
-    "llama-3.1-8b-instruct": "meta-llama/Llama-3.1-8B-Instruct",
-    "llama-3-8b-instruct": "meta-llama/Meta-Llama-3-8B-Instruct",
-    "qwen2.5-7b-instruct": "Qwen/Qwen2.5-7B-Instruct",
-    "qwen2.5-14b-instruct": "Qwen/Qwen2.5-14B-Instruct",
-    "qwen3-8b": "Qwen/Qwen3-8B",
-    "mistral-7b-instruct": "mistralai/Mistral-7B-Instruct-v0.3",
-    "phi-3-mini": "microsoft/Phi-3-mini-4k-instruct",
-}
-
-# Architecture numbers from each model's published config.json (enough to rebuild the
-# config offline; everything else keeps the family default).
-ARCHS: dict[str, dict[str, Any]] = {
-    "gemma-2-9b-it": dict(model_type="gemma2", hidden_size=3584, num_hidden_layers=42, num_attention_heads=16,
-                          num_key_value_heads=8, head_dim=256, intermediate_size=14336, vocab_size=256000),
-    "gemma-2-2b-it": dict(model_type="gemma2", hidden_size=2304, num_hidden_layers=26, num_attention_heads=8,
-                          num_key_value_heads=4, head_dim=256, intermediate_size=9216, vocab_size=256000),
-    "gemma-2-27b-it": dict(model_type="gemma2", hidden_size=4608, num_hidden_layers=46, num_attention_heads=32,
-                           num_key_value_heads=16, head_dim=128, intermediate_size=36864, vocab_size=256000),
-    "llama-3.1-8b-instruct": dict(model_type="llama", hidden_size=4096, num_hidden_layers=32,
-                                  num_attention_heads=32, num_key_value_heads=8, head_dim=128,
-                                  intermediate_size=14336, vocab_size=128256, tie_word_embeddings=False),
-    "qwen2.5-7b-instruct": dict(model_type="qwen2", hidden_size=3584, num_hidden_layers=28, num_attention_heads=28,
-                                num_key_value_heads=4, intermediate_size=18944, vocab_size=152064,
-                                tie_word_embeddings=False),
-    "qwen2.5-14b-instruct": dict(model_type="qwen2", hidden_size=5120, num_hidden_layers=48,
-                                 num_attention_heads=40, num_key_value_heads=8, intermediate_size=13824,
-                                 vocab_size=152064, tie_word_embeddings=False),
-    "qwen3-8b": dict(model_type="qwen3", hidden_size=4096, num_hidden_layers=36, num_attention_heads=32,
-                     num_key_value_heads=8, head_dim=128, intermediate_size=12288, vocab_size=151936,
-                     tie_word_embeddings=False),
-    "mistral-7b-instruct": dict(model_type="mistral", hidden_size=4096, num_hidden_layers=32,
-                                num_attention_heads=32, num_key_value_heads=8, head_dim=128,
-                                intermediate_size=14336, vocab_size=32768, tie_word_embeddings=False),
-    "phi-3-mini": dict(model_type="phi3", hidden_size=3072, num_hidden_layers=32, num_attention_heads=32,
-                       num_key_value_heads=32, intermediate_size=8192, vocab_size=32064, tie_word_embeddings=False),
-}
-ARCHS["llama-3-8b-instruct"] = ARCHS["llama-3.1-8b-instruct"]
 
 GPUS = [("T4", 16), ("L4", 24), ("A40", 48), ("A100-80GB", 80), ("H100", 80), ("H200", 141)]
 RUNTIME_GIB = 1.0        # CUDA context (~0.4-0.6 GiB) + allocator fragmentation
@@ -115,8 +73,9 @@ def load_config(model: str):
     if model in ARCHS:
         numbers = dict(ARCHS[model])
         return CONFIG_MAPPING[numbers.pop("model_type")](**numbers)
-    from ...gen.tiny import is_tiny_decoder, tiny_decoder_path
-    path = tiny_decoder_path(model) if is_tiny_decoder(model) else model
+    from ...models.names import check_name, is_embedded, is_tiny_decoder, resolve
+    check_name(model)  # 'gemma-2-9b' -> did you mean 'gemma-2-9b-it'
+    path = resolve(model) if is_tiny_decoder(model) or is_embedded(model) else model
     if os.path.isfile(os.path.join(path, "config.json")):
         return AutoConfig.from_pretrained(path)
     raise UsageError(f"--plan: no architecture numbers for {model!r} offline: use an alias "

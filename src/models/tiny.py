@@ -109,12 +109,13 @@ def load_tiny(folder: str | os.PathLike):
 
 
 def load_tokenizer(name_or_path: str, *, chat_template: bool = False):
-    """'tiny' builds the in-process tokenizer; anything else goes to AutoTokenizer
-    (a local folder, or a hub id when the cache has it; never remote code)."""
+    """'tiny' builds the in-process tokenizer; anything else (an alias, a local folder, or a hub
+    id when the cache has it) goes through `resolve` to AutoTokenizer; never remote code."""
     if name_or_path == "tiny":
         return build_tiny_tokenizer(chat_template=chat_template)
     from transformers import AutoTokenizer
-    return AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=False)
+    from .names import resolve
+    return AutoTokenizer.from_pretrained(resolve(name_or_path), trust_remote_code=False)
 
 
 # ---- tiny decoders of real families (classifier backbones) ----------------------------
