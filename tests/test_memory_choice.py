@@ -57,7 +57,7 @@ def test_attention_dropout_zero_makes_training_mode_attention_deterministic():
 
 
 def test_decoders_float_attention_dropout_is_set():
-    from src.gen.tiny import build_tiny_decoder
+    from src.models.tiny import build_tiny_decoder
     model, _ = build_tiny_decoder("tiny-llama", seed=0)
     for m in model.modules():
         if hasattr(m, "attention_dropout"):
