@@ -121,7 +121,6 @@ def test_base_dir_names_a_kaggle_model_instead_of_copying(lora_run, tmp_path):
 
 
 def test_base_dir_on_a_full_weight_run_is_refused(lora_run, tmp_path, capsys):
-    from tests.fixtures_pref import train_tiny_run  # noqa: F401  (the minilm run is not needed: a copy suffices)
     full = tmp_path / "full"
     shutil.copytree(lora_run, full)
     (full / "checkpoint" / "best" / "backbone.json").unlink()
