@@ -21,6 +21,8 @@ from src.pref.checkpoint import load_pref_checkpoint
 from src.pref.inference.submission import check_submission
 from tests.fixtures_pref import write_test_csv
 
+pytestmark = pytest.mark.slow  # trains a LoRA run, exports it and verifies it in a fresh python / a notebook kernel
+
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "kaggle_inference.ipynb"
 KAGGLE_BASE = "/kaggle/input/tiny-llama-model/transformers/default/1"
