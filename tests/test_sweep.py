@@ -428,6 +428,7 @@ def _interrupting_run(calls: list, where: str = "trial"):
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")
+@pytest.mark.slow  # a sweep of several trials (worker processes for some)
 def test_an_interrupted_trial_is_recorded_interrupted_and_its_parameters_rerun(tmp_path):
     path = toy_sweep(tmp_path, study={"n_trials": 2, "pruner": "none", "enqueue_base": False})
     spec = load_sweep(path)
@@ -452,6 +453,7 @@ def test_an_interrupted_trial_is_recorded_interrupted_and_its_parameters_rerun(t
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")
+@pytest.mark.slow  # a sweep of several trials (worker processes for some)
 def test_an_interrupt_that_lost_the_trials_own_record_is_still_requeued_and_not_called_stale(tmp_path, monkeypatch):
     """The interrupt can land where the trial cannot write its reason (a storage write, the
     pruning hook): the worker's loop re-queues it anyway, and the table says interrupted."""
@@ -468,6 +470,7 @@ def test_an_interrupt_that_lost_the_trials_own_record_is_still_requeued_and_not_
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")
+@pytest.mark.slow  # spawns a child process (the dead worker)
 def test_a_dead_workers_trial_is_requeued_once(tmp_path):
     path = toy_sweep(tmp_path, study={"n_trials": 1, "pruner": "none", "enqueue_base": False})
     spec = load_sweep(path)
