@@ -118,11 +118,16 @@ def test_a_key_in_the_wrong_section_is_one_line_naming_it(tmp_path):
 
 # --- one LoRA section, one builder ------------------------------------------------------------------
 
-def test_lora_fields_are_declared_once_for_both_stages():
+def test_fields_both_stages_take_are_declared_once_with_each_stages_default():
     pref, gen = flat_fields(PrefConfig), flat_fields(GenConfig)
-    for name in ("lora_r", "lora_alpha", "lora_dropout"):
-        assert pref[name][0] is gen[name][0]  # the same dataclass Field: one declaration, one help, one range
+    for name in ("lora_r", "lora_alpha", "lora_dropout", "eval_max_tokens"):
+        assert pref[name][0] is gen[name][0], name  # the same dataclass Field: one declaration, one help, one range
     assert flatten(PrefConfig().adapter) == flatten(GenConfig().adapter) == flatten(LoraSettings())
+    # the defaults each stage had before the fields moved into shared sections
+    assert (PrefConfig().eval_max_tokens, GenConfig().eval_max_tokens) == (16384, 8192)
+    old_flat = {"eval_max_tokens": 4096}  # an older run's top-level key
+    assert from_dict(PrefConfig, old_flat).train.eval_max_tokens == 4096
+    assert from_dict(GenConfig, old_flat).train.eval_max_tokens == 4096
 
 
 def test_only_src_models_lora_builds_a_peft_lora_config():

@@ -65,7 +65,6 @@ class GenConfig:
     part: int = knob(0, "train part K of --parts N (1-based); K > 1 continues the run dir's checkpoint", low=0)
 
     # -- evaluation ------------------------------------------------------------------------------
-    eval_max_tokens: int = knob(8192, "padded tokens per validation batch (length-sorted batching)", low=1)
     sample_count: int = knob(3, "sample generations logged at each eval (fixed prompts)", low=0)
     sample_prompts: list[str] = knob([], "prompts for the logged samples; empty = the context of the first "
                                          "validation episodes up to their last bot response")
@@ -78,7 +77,7 @@ class GenConfig:
     # -- the training loop, with this stage's defaults -----------------------------------------
     train: TrainSettings = section(TrainSettings, help="training loop knobs (src/engine/settings.py)",
                                    epochs=1.0, batch_size=8, lr=2e-4, weight_decay=0.0, warmup_ratio=0.03,
-                                   schedule="constant")
+                                   schedule="constant", eval_max_tokens=8192)
 
     def __post_init__(self) -> None:
         validate(self)

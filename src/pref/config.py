@@ -89,7 +89,6 @@ class PrefConfig:
     calibrate: bool = knob(True, "fit a temperature on the validation split")
     length_chunks: int = knob(4, "run each batch's sequences through the encoder in this many length-sorted "
                                  "chunks (less padding; 1 = one call)", low=1)
-    eval_max_tokens: int = knob(16384, "padded tokens per inference batch (length-sorted batching)", low=1)
     gradient_checkpointing: bool | None = knob(None, "recompute activations in backward (~1/3 more compute, far less "
                                                        "memory): unset = auto, on only when the memory plan says the run "
                                                        "would not fit the device without it; true/false to force")
