@@ -75,11 +75,11 @@ def run_ours(data, tok, args, folder: Path) -> dict:
                     epochs=args.epochs, weight_decay=0.0, max_grad_norm=1.0, sample_count=0, progress=False,
                     seed=args.seed, out=str(folder))
     model = fresh_model(tok, args.seed)
-    accelerator, _ = make_accelerator(cfg)
+    accelerator, _ = make_accelerator(cfg.train)
     torch.manual_seed(args.seed)  # dropout masks: as train_gen's run() does (TRL seeds itself)
     task = GenTask(cfg, data.train, data.val, tok, folder, "cpu")
     t0 = time.perf_counter()
-    p = train(cfg, task, model, folder, accelerator)
+    p = train(cfg.train, task, model, folder, accelerator)
     wall = time.perf_counter() - t0
     return {"steps": p.step, "tokens": p.real_tokens, "padded_tokens": p.padded_tokens,
             "step_tokens_per_s": p.real_tokens / p.train_seconds, "e2e_tokens_per_s": p.real_tokens / wall,

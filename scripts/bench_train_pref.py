@@ -105,7 +105,7 @@ def bench_decoder(records, args, tmp: Path, *, padding_free: bool, chunks: int |
                      calibrate=False, out=str(tmp / tag), precision=args.precision, padding_free=padding_free,
                      select_frac=0.0, attn=args.attn, **({"length_chunks": chunks} if chunks else {}))
     check_before_work(cfg)
-    acc, choice = make_accelerator(cfg)
+    acc, choice = make_accelerator(cfg.train)
     dev = acc.device.type
     if dev == "cuda":
         torch.cuda.empty_cache()
@@ -115,7 +115,7 @@ def bench_decoder(records, args, tmp: Path, *, padding_free: bool, chunks: int |
     enc = encode_pairs(records, tok, arch="cross", max_len=cfg.max_len, prompt_budget=cfg.prompt_budget)
     model.set_style_stats(torch.from_numpy(enc.style))
     task = PrefTask(cfg, enc, enc, tok, dev)
-    prog = train(cfg, task, model, tmp / tag, acc)
+    prog = train(cfg.train, task, model, tmp / tag, acc)
     peak = torch.cuda.max_memory_allocated() if dev == "cuda" else _rss("VmHWM") - base
     seq = prog.real_tokens / max(prog.examples * 2, 1)  # both orders of each pair
     tok_s = prog.real_tokens / prog.train_seconds
@@ -145,7 +145,7 @@ def bench_ours(records, args, tmp: Path) -> dict:
     from src.pref.train import build
     cfg = PrefConfig(model="minilm", max_len=args.max_len, length_chunks=getattr(args, "chunks", 4), batch_size=args.batch_size, epochs=1, progress=False,
                      stop_after_steps=args.steps, calibrate=False, out=str(tmp / "ours"), precision=args.precision)
-    acc, choice = make_accelerator(cfg)
+    acc, choice = make_accelerator(cfg.train)
     model, tok = build(cfg)
     enc = encode_pairs(records, tok, arch="siamese", max_len=cfg.max_len, prompt_budget=cfg.prompt_budget)
     model.set_style_stats(torch.from_numpy(enc.style))
@@ -153,7 +153,7 @@ def bench_ours(records, args, tmp: Path) -> dict:
     # one warm-up step so both sides are timed without first-call overheads
     train(PrefConfig(**{**cfg.__dict__, "stop_after_steps": 1, "out": str(tmp / "warm")}), task, build(cfg)[0],
           tmp / "warm", acc)
-    prog = train(cfg, task, model, tmp / "ours", acc)
+    prog = train(cfg.train, task, model, tmp / "ours", acc)
     seq = prog.real_tokens / max(prog.examples * 2, 1)
     return {"name": f"ours (siamese, {choice.precision})", "pairs_s": prog.examples / prog.train_seconds,
             "useful_tok_s": prog.real_tokens / prog.train_seconds,

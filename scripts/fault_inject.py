@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from src.engine.crashtest import Harness, kill_points  # noqa: E402
+from src.engine.crashtest import Harness, harness_seed, kill_points  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,9 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--points", type=int, default=40, help="kill points to try (named + random-time)")
     ap.add_argument("--random-share", type=float, default=0.2, help="share of them at random times")
     ap.add_argument("--twice", type=int, default=0, help="extra trials also killed during their resume")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=None, help="kill-point seed (default: $FAULT_SEED, else 0)")
     ap.add_argument("--keep", help="keep the run folders here (default: a temp folder, removed)")
     args = ap.parse_args(argv)
+    if args.seed is None:
+        args.seed = harness_seed()
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.keep or tmp)

@@ -356,31 +356,53 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
+def flag_groups(cls: type) -> list[tuple[str, str, list[str]]]:
+    """(title, description, flat field names) per --help group: the config's own fields first
+    (titled by the first line of its docstring), then one group per section, as in YAML."""
+    own, sections, _ = _layout(cls)
+    hints = {f.name: f for f in dataclasses.fields(cls)}
+    doc = (cls.__doc__ or "").strip().splitlines()
+    head = doc[0] if doc and not doc[0].startswith(cls.__name__ + "(") else ""
+    groups = [(f"{cls.__name__} fields", head, [n for n in own if n not in sections])]
+    for sname, scls in sections.items():
+        groups.append((f"{sname} section", hints[sname].metadata.get("help", ""), list(flat_fields(scls))))
+    return groups
+
+
 def add_config_args(parser: argparse.ArgumentParser, cls: type) -> None:
-    """Add one `--field-name` flag per leaf field (sections opened up; all default to None = unset).
+    """Add one `--field-name` flag per leaf field (sections opened up; all default to None = unset),
+    in one argparse group per section so --help reads like the YAML.
     Ranges are checked by from_dict, not argparse, so YAML and flags give the same one-line error."""
     defaults = flat_defaults(cls)
-    for name, (f, tp) in flat_fields(cls).items():
-        flag = "--" + name.replace("_", "-")
-        if any(flag in a.option_strings for a in parser._actions):
-            continue  # the CLI defined a richer version of this flag itself
-        tp = _base_type(tp)
-        help_text = f.metadata.get("help", "")
-        kwargs: dict[str, Any] = {"dest": name, "default": None,
-                                  "help": f"{help_text} [default: {defaults.get(name, '(see config)')}]"}
-        if tp is bool:
-            # `--flag`, `--flag false` and `--no-flag` all work
-            kwargs.update(nargs="?", const=True, metavar="BOOL")
-            parser.add_argument("--no-" + name.replace("_", "-"), dest=name, action="store_false",
-                                default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-        elif typing.get_origin(tp) in (list, tuple):
-            # repeatable: `--x a --x b` == `--x a,b` (a YAML list is the third spelling)
-            kwargs.update(metavar=name.upper(), action=_ExtendSplit)
-        else:
-            kwargs["metavar"] = name.upper()
-        if "choices" in f.metadata:  # argparse lists them in --help and refuses others at once
-            kwargs["choices"] = f.metadata["choices"]
-        parser.add_argument(flag, **kwargs)
+    fields = flat_fields(cls)
+    for title, description, names in flag_groups(cls):
+        group = parser.add_argument_group(title, description or None)
+        for name in names:
+            _add_flag(parser, group, name, *fields[name], defaults)
+
+
+def _add_flag(parser: argparse.ArgumentParser, group: Any, name: str, f: dataclasses.Field, tp: Any,
+              defaults: dict[str, Any]) -> None:
+    flag = "--" + name.replace("_", "-")
+    if any(flag in a.option_strings for a in parser._actions):
+        return  # the CLI defined a richer version of this flag itself
+    tp = _base_type(tp)
+    help_text = f.metadata.get("help", "")
+    kwargs: dict[str, Any] = {"dest": name, "default": None,
+                              "help": f"{help_text} [default: {defaults.get(name, '(see config)')}]"}
+    if tp is bool:
+        # `--flag`, `--flag false` and `--no-flag` all work
+        kwargs.update(nargs="?", const=True, metavar="BOOL")
+        group.add_argument("--no-" + name.replace("_", "-"), dest=name, action="store_false",
+                           default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    elif typing.get_origin(tp) in (list, tuple):
+        # repeatable: `--x a --x b` == `--x a,b` (a YAML list is the third spelling)
+        kwargs.update(metavar=name.upper(), action=_ExtendSplit)
+    else:
+        kwargs["metavar"] = name.upper()
+    if "choices" in f.metadata:  # argparse lists them in --help and refuses others at once
+        kwargs["choices"] = f.metadata["choices"]
+    group.add_argument(flag, **kwargs)
 
 
 class _ExtendSplit(argparse.Action):

@@ -29,3 +29,32 @@ def synthetic_csv(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("synthetic") / "train.csv"
     write_csv(make_rows(400, seed=123), path)
     return path
+
+
+def train_pref_run(folder: Path, model: str) -> Path:
+    """One small classifier run (150 synthetic rows, max_len 64, one epoch) in `folder`/run."""
+    from src.data.synthetic import make_rows, write_csv
+    from src.pref.config import PrefConfig
+    from src.pref.train import run
+    data = folder / "train.csv"
+    write_csv(make_rows(150, seed=11), data)
+    cfg = PrefConfig(model=model, data=str(data), out=str(folder / "run"), epochs=1, max_len=64,
+                     prompt_budget=16, batch_size=16, progress=False, seed=0)
+    run(cfg)
+    return folder / "run"
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A trained classifier run on a tiny random 2-layer BERT (the MiniLM tokenizer): every file a run
+    writes, in about a second. Shared by the whole session; tests copy it before changing anything."""
+    from tests.pref_helpers import make_tiny_encoder
+    encoder = make_tiny_encoder(tmp_path_factory.mktemp("tiny_encoder") / "bert")
+    return train_pref_run(tmp_path_factory.mktemp("tiny_pref_run"), str(encoder))
+
+
+@pytest.fixture(scope="session")
+def minilm_run(tmp_path_factory) -> Path:
+    """The same run on the embedded MiniLM, for tests of what ships with a real encoder (the Kaggle
+    export bundles it). Slow: only `slow` tests use it."""
+    return train_pref_run(tmp_path_factory.mktemp("minilm_pref_run"), "minilm")

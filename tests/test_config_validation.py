@@ -77,6 +77,7 @@ def test_train_gen_refuses_bad_values_in_one_line(tmp_path, capsys):
     assert not (tmp_path / "g").exists()
 
 
+@pytest.mark.slow  # spawns the CLI in a child process
 def test_the_real_command_exits_2_with_one_line(tmp_path):
     """Once through a real process: the exit code and stderr a shell sees."""
     proc = subprocess.run([sys.executable, "-m", "src.train_pref", "--lr", "-1", "--out", str(tmp_path / "r")],

@@ -416,6 +416,7 @@ def test_jsonl_non_utf8_and_too_large(tmp_path):
     assert [(q.row, q.reason) for q in res.quarantine] == [(2, "non_utf8"), (3, "cell_too_large")]
 
 
+@pytest.mark.slow  # spawns the validate CLI in a child process
 def test_jsonl_of_blank_lines_is_an_error(tmp_path):
     p = tmp_path / "blank.jsonl"
     p.write_text("\n \n\n", encoding="utf-8")
@@ -430,6 +431,7 @@ def run_validate(*args) -> subprocess.CompletedProcess:
                           cwd=REPO, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow  # spawns the validate CLI in a child process
 def test_validate_real_data(real_dev_csv):
     proc = run_validate(real_dev_csv)
     assert proc.returncode == 0, proc.stderr
@@ -466,6 +468,7 @@ def _broken_copy(real: Path, out: Path) -> dict:
     return expected
 
 
+@pytest.mark.slow  # spawns the validate CLI in a child process
 def test_validate_broken_copy_of_real_data(real_dev_csv, tmp_path):
     broken = tmp_path / "broken.csv"
     expected = _broken_copy(real_dev_csv, broken)
@@ -483,6 +486,7 @@ def test_validate_broken_copy_of_real_data(real_dev_csv, tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["missing", "empty"])
+@pytest.mark.slow  # spawns the validate CLI in a child process
 def test_validate_unreadable_file(tmp_path, kind):
     p = tmp_path / f"{kind}.csv"
     if kind == "empty":
@@ -494,6 +498,7 @@ def test_validate_unreadable_file(tmp_path, kind):
     assert proc.stdout == ""
 
 
+@pytest.mark.slow  # spawns the validate CLI in a child process
 def test_validate_max_cell_chars_flag(synthetic_csv):
     proc = run_validate(synthetic_csv, "--max-cell-chars", "60")
     assert proc.returncode == 0, proc.stderr

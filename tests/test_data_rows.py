@@ -178,6 +178,7 @@ def test_random_damage_never_loses_a_surviving_row(tmp_path, base, ops):
         assert rep["quarantined"] == 0 and scan.damaged_rows == [] and scan.ids == alive == [r.id for r in res.records]
 
 
+@pytest.mark.slow  # spawns the validate CLI in a child process
 def test_validate_cli_on_damaged_file_exits_cleanly(tmp_path):
     import subprocess
     import sys

@@ -121,6 +121,7 @@ def _flat(d, prefix=""):
 
 
 @pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="needs gloo")
+@pytest.mark.slow  # FSDP across forked ranks
 def test_fsdp_resume_restores_the_sharded_optimizer_state(tmp_path):
     # 64 rows / (2 ranks x 4) = 8 optimizer steps; the interrupted run stops after 3
     _two_ranks(tmp_path, _cfg(), tmp_path / "full")

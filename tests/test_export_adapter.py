@@ -21,6 +21,8 @@ from src.pref.checkpoint import load_pref_checkpoint
 from src.pref.inference.submission import check_submission
 from tests.fixtures_pref import write_test_csv
 
+pytestmark = pytest.mark.slow  # trains a LoRA run, exports it and verifies it in a fresh python / a notebook kernel
+
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "kaggle_inference.ipynb"
 KAGGLE_BASE = "/kaggle/input/tiny-llama-model/transformers/default/1"
@@ -121,7 +123,6 @@ def test_base_dir_names_a_kaggle_model_instead_of_copying(lora_run, tmp_path):
 
 
 def test_base_dir_on_a_full_weight_run_is_refused(lora_run, tmp_path, capsys):
-    from tests.fixtures_pref import train_tiny_run  # noqa: F401  (the minilm run is not needed: a copy suffices)
     full = tmp_path / "full"
     shutil.copytree(lora_run, full)
     (full / "checkpoint" / "best" / "backbone.json").unlink()

@@ -14,7 +14,7 @@ import pytest
 from src.export import main as export_main
 from src.pref import export as ex
 from src.pref.inference.submission import check_submission, predict_file
-from tests.fixtures_pref import tiny_run, write_test_csv  # noqa: F401  (session fixture)
+from tests.fixtures_pref import write_test_csv
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "kaggle_inference.ipynb"
@@ -22,13 +22,14 @@ SUBMIT = REPO / "scripts" / "kaggle_submit.sh"
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, tiny_run) -> Path:
+def exported(tmp_path_factory, minilm_run) -> Path:
     out = tmp_path_factory.mktemp("export") / "minilm-export"
-    ex.export_runs([tiny_run], out, kaggle_user="tester", log=None)  # verify=True: imports + loads in a fresh python
+    ex.export_runs([minilm_run], out, kaggle_user="tester", log=None)  # verify=True: imports + loads in a fresh python
     return out
 
 
-def test_export_folder_is_self_contained(exported, tiny_run):
+@pytest.mark.slow  # the real MiniLM export, verified in a fresh python / a notebook kernel
+def test_export_folder_is_self_contained(exported, minilm_run):
     meta = json.loads((exported / "dataset-metadata.json").read_text())
     assert meta["id"].startswith("tester/") and 6 <= len(meta["title"]) <= 50
     assert meta["licenses"] == [{"name": "other"}]
@@ -52,22 +53,23 @@ def test_export_folder_is_self_contained(exported, tiny_run):
                                                    for p in src.rglob("*.py"))
 
 
-def test_export_holds_no_local_paths_and_the_training_rows_prior(exported, tiny_run):
+@pytest.mark.slow  # the real MiniLM export, verified in a fresh python / a notebook kernel
+def test_export_holds_no_local_paths_and_the_training_rows_prior(exported, minilm_run):
     """(issue 13, item 9) Nothing in the export names a folder of this machine, and the
     prior is counted over the rows the run trained on, not over the whole file."""
     import yaml
-    here = [str(tiny_run.resolve().parent), str(Path.home()), str(REPO)]
+    here = [str(minilm_run.resolve().parent), str(Path.home()), str(REPO)]
     for f in exported.rglob("*"):
         if f.is_file() and f.suffix in (".json", ".yaml", ".md"):
             text = f.read_text()
             assert not [h for h in here if h in text], f
     (model,) = json.loads((exported / ex.MANIFEST).read_text())["models"]
-    assert model["source_run"] == tiny_run.name and model["checkpoint"] == "checkpoint/best"
+    assert model["source_run"] == minilm_run.name and model["checkpoint"] == "checkpoint/best"
     cfg = yaml.safe_load((exported / model["path"] / "config.yaml").read_text())
-    assert cfg["data"] == "train.csv" and cfg["out"] == tiny_run.name
+    assert cfg["data"] == "train.csv" and cfg["out"] == minilm_run.name
     prior = json.loads((exported / model["path"] / "prior.json").read_text())["prior"]
-    metrics = json.loads((tiny_run / "metrics.json").read_text())
-    counts = json.loads((tiny_run / "prior.json").read_text())["counts"]
+    metrics = json.loads((minilm_run / "metrics.json").read_text())
+    counts = json.loads((minilm_run / "prior.json").read_text())["counts"]
     # the rows the run used outside validation: training rows and the selection slice (--select-frac)
     used = metrics["n_train"] + metrics.get("n_select", 0)
     assert sum(counts) == used < used + metrics["n_val"]
@@ -75,6 +77,7 @@ def test_export_holds_no_local_paths_and_the_training_rows_prior(exported, tiny_
     assert 100 < metrics["peak_rss_mb"] < 64 * 1024  # (issue 13, item 12) the run's peak memory is recorded
 
 
+@pytest.mark.slow  # the real MiniLM export, verified in a fresh python / a notebook kernel
 def test_verify_export_catches_a_missing_module(exported, tmp_path):
     """(The fixture's export passed the same check, models loaded, before it was moved into place.)"""
     import shutil
@@ -103,7 +106,8 @@ def test_export_refuses_a_nonempty_folder_and_names_the_user(tiny_run, tmp_path,
     assert ex.dataset_metadata("prefpipe test", user="flag", slug=None, license_name="other")["id"].startswith("flag/")
 
 
-def test_notebook_predicts_offline_from_the_export(exported, tiny_run, tmp_path, monkeypatch):
+@pytest.mark.slow  # the real MiniLM export, verified in a fresh python / a notebook kernel
+def test_notebook_predicts_offline_from_the_export(exported, minilm_run, tmp_path, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     test = write_test_csv(tmp_path / "test.csv", rows=12, seed=21)
@@ -124,7 +128,7 @@ def test_notebook_predicts_offline_from_the_export(exported, tiny_run, tmp_path,
     assert str(exported) in text and "ok, 13 rows (1 given the class prior)" in text
     assert check_submission(out, test) == []
     # the exported code and weights predict exactly what the repository's code predicts from the run
-    predict_file([tiny_run], test, tmp_path / "repo.csv", device="cpu", log=None)
+    predict_file([minilm_run], test, tmp_path / "repo.csv", device="cpu", log=None)
     assert out.read_text() == (tmp_path / "repo.csv").read_text()
 
 
@@ -183,6 +187,7 @@ def test_submit_script_submits_without_printing_secrets(tmp_path):
     assert r.returncode == 0 and secret not in r.stdout + r.stderr
 
 
+@pytest.mark.slow  # spawns the submit script and its python check
 def test_submit_script_checks_the_cli_and_the_file(tmp_path):
     sub = tmp_path / "s.csv"
     sub.write_text("id,winner_model_a,winner_model_b,winner_tie\n1,0.5,0.5,0.5\n")

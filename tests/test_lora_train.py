@@ -47,6 +47,7 @@ def _base_bytes(name: str) -> int:
 
 
 @pytest.mark.parametrize("family", ["tiny-llama", "tiny-gemma2"])
+@pytest.mark.slow  # LoRA training runs (interrupted + resumed, warm start, forked DDP ranks)
 def test_lora_interrupted_then_resumed_equals_uninterrupted(small_csv, tmp_path, family):
     # lora_dropout > 0 on purpose: resume must restore the RNG the adapters' dropout draws from
     # head_hidden 8: on a 2-layer, 64-wide base the head is a good part of what trains (r=2 adapters
@@ -78,6 +79,7 @@ def test_lora_interrupted_then_resumed_equals_uninterrupted(small_csv, tmp_path,
     assert any(float(v.abs().max()) > 0 for k, v in b_final.items() if "lora_B" in k)  # adapters did train
 
 
+@pytest.mark.slow  # LoRA training runs (interrupted + resumed, warm start, forked DDP ranks)
 def test_two_cpu_processes_agree_with_single_process_accumulation_lora_decoder(small_csv, tmp_path):
     """DDP over gloo with a LoRA tiny decoder (frozen base, gradient checkpointing on, the
     default): 2 processes x 1 micro-batch == 1 process x 2 accumulated micro-batches.
@@ -143,6 +145,7 @@ def lora_stage1(small_csv, tmp_path_factory) -> tuple[PrefConfig, Path]:
     return first, out
 
 
+@pytest.mark.slow  # LoRA training runs (interrupted + resumed, warm start, forked DDP ranks)
 def test_init_from_a_lora_run_first_step_loss_equal_and_fresh_optimizer(small_csv, lora_stage1, tmp_path):
     first, stage1 = lora_stage1
     from src.pref.checkpoint import load_pref_checkpoint

@@ -78,6 +78,7 @@ def test_plan_from_a_local_config_and_bad_inputs(tmp_path):
 CASES = [("tiny-llama", True, False), ("tiny-qwen2", True, True), ("tiny-gemma2", False, True)]
 
 
+@pytest.mark.slow  # measures a training step's peak memory in a child process
 def test_activation_estimate_matches_measured_peak_memory():
     seqs, max_len = 8, 512
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0", OMP_NUM_THREADS="1",

@@ -114,6 +114,7 @@ def test_figures_on_synthetic_file(synthetic_csv):
             plt.close(fig)
 
 
+@pytest.mark.slow  # executes the notebook in a Jupyter kernel
 def test_notebook_runs_end_to_end(synthetic_csv, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")

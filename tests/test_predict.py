@@ -21,7 +21,7 @@ from src.pref.inference import predict as pp
 from src.pref.inference import submission as sub
 from src.pref.inference.calibration import PROB_FLOOR, floor_probs
 from src.pref.checkpoint import expand_runs
-from tests.fixtures_pref import tiny_run, write_test_csv  # noqa: F401  (session fixture)
+from tests.fixtures_pref import write_test_csv
 
 HEADER = "id,winner_model_a,winner_model_b,winner_tie"
 BAD_LINES = {  # inserted after the given data line of a clean file

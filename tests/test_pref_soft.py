@@ -59,6 +59,7 @@ def test_task_loss_on_one_hot_targets_is_the_hard_cross_entropy(tiny_model, file
     assert float(n) == 12 and torch.allclose(got, want, rtol=1e-6)
 
 
+@pytest.mark.slow  # trains classifier runs (teacher, student, warm start)
 def test_pseudo_labels_train_a_student_with_the_leak_guard_and_source_blocks(tiny_model, files, tmp_path):
     teacher = run(_cfg(tiny_model, files / "train.csv", tmp_path / "teacher"))
     pl = tmp_path / "pool_pl.csv"
@@ -87,6 +88,7 @@ def test_pseudo_labels_train_a_student_with_the_leak_guard_and_source_blocks(tin
     assert tv["id"].tolist() == sv["id"].tolist()
 
 
+@pytest.mark.slow  # trains classifier runs (teacher, student, warm start)
 def test_init_from_starts_from_the_runs_weights_first_step_loss_equal(tiny_model, files, tmp_path):
     first = _cfg(tiny_model, files / "train.csv", tmp_path / "stage1")
     run(first)
@@ -109,6 +111,7 @@ def test_init_from_starts_from_the_runs_weights_first_step_loss_equal(tiny_model
         build(replace(second, arch="cross"))
 
 
+@pytest.mark.slow  # trains classifier runs (teacher, student, warm start)
 def test_fitted_weights_file_drives_predict(tiny_model, files, tmp_path):
     runs = []
     for k, lr in enumerate((3e-4, 1e-5)):  # same seed -> same validation rows, different quality
@@ -128,6 +131,7 @@ def test_fitted_weights_file_drives_predict(tiny_model, files, tmp_path):
     assert predict_main(["--fit-weights", "--run", runs[0], "--run", str(tmp_path / "nope"), "--out", str(wj)]) == 2
 
 
+@pytest.mark.slow  # trains classifier runs (teacher, student, warm start)
 def test_temperature_and_checkpoint_come_from_the_selection_slice_not_validation(tiny_model, files, tmp_path):
     m = run(_cfg(tiny_model, files / "train.csv", tmp_path / "honest", epochs=2, eval_every=4, select_frac=0.2))
     lines = [json.loads(x) for x in (tmp_path / "honest" / "metrics.jsonl").read_text().splitlines()]
@@ -145,6 +149,7 @@ def test_temperature_and_checkpoint_come_from_the_selection_slice_not_validation
     assert m["n_train"] + m["n_select"] + m["n_val"] == len(read_pairs(files / "train.csv").records)
 
 
+@pytest.mark.slow  # trains classifier runs (teacher, student, warm start)
 def test_select_frac_zero_is_the_in_sample_behaviour(tiny_model, files, tmp_path):
     m = run(_cfg(tiny_model, files / "train.csv", tmp_path / "old", select_frac=0.0))
     assert m["n_select"] == 0 and "select_log_loss" not in m

@@ -33,6 +33,7 @@ def _cfg(tiny_model, data, out, **kw) -> PrefConfig:
     return PrefConfig(**base)
 
 
+@pytest.mark.slow  # real training runs (DDP via torchrun, the CLI in a child process)
 def test_training_learns_the_synthetic_signal_and_writes_the_run_dir(tiny_model, synthetic_csv, tmp_path):
     m = run(_cfg(tiny_model, synthetic_csv, tmp_path / "run", epochs=3))
     # the generator's signal is learnable: well below the class prior (and never below Bayes)
@@ -52,6 +53,7 @@ def test_training_learns_the_synthetic_signal_and_writes_the_run_dir(tiny_model,
     assert 0 <= m["pad_fraction"] < 1 and m["train_pairs_per_s"] > 0
 
 
+@pytest.mark.slow  # real training runs (DDP via torchrun, the CLI in a child process)
 def test_interrupted_then_resumed_run_ends_like_an_uninterrupted_one(tiny_model, synthetic_csv, tmp_path):
     full = run(_cfg(tiny_model, synthetic_csv, tmp_path / "full"))
     part = _cfg(tiny_model, synthetic_csv, tmp_path / "parts", stop_after_steps=7)  # mid-epoch, off the eval grid
@@ -65,6 +67,7 @@ def test_interrupted_then_resumed_run_ends_like_an_uninterrupted_one(tiny_model,
     assert all(np.allclose(a[k].numpy(), b[k].numpy(), atol=1e-6) for k in a)
 
 
+@pytest.mark.slow  # real training runs (DDP via torchrun, the CLI in a child process)
 def test_kfold_writes_out_of_fold_predictions_for_every_row(tiny_model, synthetic_csv, tmp_path):
     m = run(_cfg(tiny_model, synthetic_csv, tmp_path / "cv", folds=3, epochs=1, eval_every=0))
     oof = pd.read_csv(tmp_path / "cv" / "oof_predictions.csv")
@@ -72,6 +75,7 @@ def test_kfold_writes_out_of_fold_predictions_for_every_row(tiny_model, syntheti
     assert len(m["fold_val_log_loss"]) == 3 and np.isfinite(m["cv_log_loss"])
 
 
+@pytest.mark.slow  # real training runs (DDP via torchrun, the CLI in a child process)
 def test_two_cpu_processes_agree_with_single_process_accumulation(tiny_model, synthetic_csv, tmp_path):
     """DDP over gloo: 2 processes x 1 micro-batch == 1 process x 2 accumulated micro-batches."""
     common = ["--model", tiny_model, "--data", str(synthetic_csv), "--max-len", "48", "--batch-size", "8",
@@ -105,6 +109,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # real training runs (DDP via torchrun, the CLI in a child process)
 def test_bad_data_fails_with_one_line_naming_the_file(tiny_model, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("id,prompt,response_a\n1,[],[]\n")

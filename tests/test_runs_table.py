@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 from src.pref import runs as rt
 from src.runs import main as runs_main
-from tests.fixtures_pref import tiny_run  # noqa: F401  (session fixture)
 
 
 def fake_run(folder: Path, cfg: dict, metrics: dict | None) -> Path:
@@ -71,6 +70,7 @@ def test_a_trained_run_reads_back_with_its_own_figures(tiny_run):
     """The keys the table reads are the ones train_pref writes."""
     row = rt.describe(tiny_run)
     metrics = json.loads((tiny_run / "metrics.json").read_text())
-    assert row["state"] == "done" and row["model"] == "minilm"
+    assert row["state"] == "done" and row["model"] == yaml.safe_load((tiny_run / "config.yaml").read_text())["model"]
+    assert row["model"].endswith("bert")  # the tiny encoder's folder (conftest's tiny_run), read back from the run
     assert row["val_log_loss"] == metrics["val_log_loss"] and row["rows"] == metrics["n_val"]
     assert row["val_log_loss_uncalibrated"] == metrics["val_log_loss_uncalibrated"] and row["minutes"] > 0

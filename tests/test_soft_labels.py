@@ -56,6 +56,7 @@ def test_soft_and_hard_rows_in_one_file_read_with_exact_counts(tmp_path):
     np.testing.assert_allclose(t[0], [1, 0, 0])
 
 
+@pytest.mark.slow  # spawns the validate CLI in a child process
 def test_validate_cli_reports_hard_and_soft_counts(tmp_path):
     path = _write(tmp_path / "m.csv", [_row(0, ("1", "0", "0")), _row(1, ("0.6", "0.3", "0.1")),
                                        _row(2, ("0.6", "0.6", "0.1"))])

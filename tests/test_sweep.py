@@ -128,6 +128,7 @@ def _params(tmp_path, name):
     return [t.params for t in load(path).trials]
 
 
+@pytest.mark.slow  # a sweep of several trials (worker processes for some)
 def test_sweeps_are_reproducible_and_trials_draw_different_points(tmp_path):
     first, second = _params(tmp_path, "a"), _params(tmp_path, "b")
     assert first == second  # same seed, same sequence
@@ -135,6 +136,7 @@ def test_sweeps_are_reproducible_and_trials_draw_different_points(tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore:Fixed parameter lr with value 10.0 is out of range")
+@pytest.mark.slow  # a sweep of several trials (worker processes for some)
 def test_pruning_stops_a_hopeless_trial_early(tmp_path):
     path = toy_sweep(tmp_path, study={"n_trials": 3, "pruner": "median",
                                       "pruner_args": {"n_startup_trials": 2, "n_warmup_steps": 0}})
@@ -179,6 +181,7 @@ def test_pruning_hook_reports_on_an_epoch_grid_whatever_the_batch_size():
         hook(9, {"epoch": 1.1, "val_log_loss": float("nan")})
 
 
+@pytest.mark.slow  # a sweep of several trials (worker processes for some)
 def test_hyperband_pruner_runs_a_sweep(tmp_path):
     path = toy_sweep(tmp_path, study={"n_trials": 6, "pruner": "hyperband", "pruner_args": {}})
     assert sweep_main(["--config", str(path), "--no-plots"]) == 0
@@ -190,6 +193,7 @@ def test_hyperband_pruner_runs_a_sweep(tmp_path):
 # ----------------------------------------------------------------------------- failures
 
 
+@pytest.mark.slow  # a sweep of several trials (worker processes for some)
 def test_failed_trials_are_recorded_with_their_reason_and_the_study_goes_on(tmp_path):
     space = {"lr": {"type": "logfloat", "low": 1e-5, "high": 1e-3},
              "model": {"type": "categorical", "choices": ["minilm", "toy-nan", "toy-oom", "toy-error", "toy-usage"]}}
@@ -214,6 +218,7 @@ def test_failed_trials_are_recorded_with_their_reason_and_the_study_goes_on(tmp_
     assert summary["fail"] == 4 and summary["complete"] == 2
 
 
+@pytest.mark.slow  # a sweep of several trials (worker processes for some)
 def test_a_system_exit_from_library_code_stops_the_worker_but_records_the_trial(tmp_path):
     path = toy_sweep(tmp_path, study={"n_trials": 3, "enqueue_base": False, "pruner": "none"},
                      fixed={"model": "toy-exit"})
@@ -225,6 +230,7 @@ def test_a_system_exit_from_library_code_stops_the_worker_but_records_the_trial(
     assert trial.user_attrs["fail_reason"].startswith("exit: SystemExit: toy: injected SystemExit")
 
 
+@pytest.mark.slow  # a sweep of several trials (worker processes for some)
 def test_a_non_finite_final_value_fails_the_trial(tmp_path):
     path = toy_sweep(tmp_path, study={"n_trials": 1, "enqueue_base": False, "pruner": "none"})
     spec = load_sweep(path)
@@ -237,6 +243,7 @@ def test_a_non_finite_final_value_fails_the_trial(tmp_path):
 # ----------------------------------------------------------------------------- resume
 
 
+@pytest.mark.slow  # a sweep of several trials (worker processes for some)
 def test_rerunning_resumes_and_a_larger_n_adds_trials(tmp_path):
     path = toy_sweep(tmp_path, study={"n_trials": 2})
     assert sweep_main(["--config", str(path), "--no-plots"]) == 0
@@ -252,6 +259,7 @@ def test_rerunning_resumes_and_a_larger_n_adds_trials(tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")
+@pytest.mark.slow  # a sweep of several trials (worker processes for some)
 def test_a_trial_whose_worker_died_is_redone_not_counted(tmp_path):
     path = toy_sweep(tmp_path, study={"n_trials": 3, "pruner": "none"})
     spec = load_sweep(path)
@@ -271,6 +279,7 @@ def test_a_trial_whose_worker_died_is_redone_not_counted(tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")
+@pytest.mark.slow  # a sweep of several trials (worker processes for some)
 def test_a_killed_trials_checkpoints_are_trimmed_like_finished_ones(tmp_path):
     path = toy_sweep(tmp_path, study={"n_trials": 2, "pruner": "none"})
     spec = load_sweep(path)
@@ -322,6 +331,7 @@ def test_workers_get_the_storage_url_in_the_environment_not_on_argv(tmp_path, mo
 
 
 @pytest.mark.parametrize("storage", ["sqlite", "journal"])
+@pytest.mark.slow  # a sweep of several trials (worker processes for some)
 def test_two_worker_processes_share_one_study(tmp_path, storage):
     n = 6
     path = toy_sweep(tmp_path, study={"n_trials": n, "pruner": "none"})
@@ -353,6 +363,7 @@ def test_two_worker_processes_share_one_study(tmp_path, storage):
 # ----------------------------------------------------------------------------- report
 
 
+@pytest.mark.slow  # a sweep of several trials (worker processes for some)
 def test_report_writes_a_runnable_best_config_table_and_plots(tmp_path):
     path = toy_sweep(tmp_path, study={"n_trials": 5, "pruner": "none"})
     assert sweep_main(["--config", str(path), "--no-report"]) == 0
@@ -387,6 +398,7 @@ def test_config_errors_exit_2(tmp_path, capsys):
     assert "not a PrefConfig field" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a sweep of several trials (worker processes for some)
 def test_a_late_claim_on_a_full_study_is_recorded_as_surplus_and_not_run(tmp_path):
     """Two machines (no shared lock file) can both see one free slot and both ask for a
     trial; the one whose trial number ranks past n_trials must step back."""
@@ -416,6 +428,7 @@ def _interrupting_run(calls: list, where: str = "trial"):
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")
+@pytest.mark.slow  # a sweep of several trials (worker processes for some)
 def test_an_interrupted_trial_is_recorded_interrupted_and_its_parameters_rerun(tmp_path):
     path = toy_sweep(tmp_path, study={"n_trials": 2, "pruner": "none", "enqueue_base": False})
     spec = load_sweep(path)
@@ -440,6 +453,7 @@ def test_an_interrupted_trial_is_recorded_interrupted_and_its_parameters_rerun(t
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")
+@pytest.mark.slow  # a sweep of several trials (worker processes for some)
 def test_an_interrupt_that_lost_the_trials_own_record_is_still_requeued_and_not_called_stale(tmp_path, monkeypatch):
     """The interrupt can land where the trial cannot write its reason (a storage write, the
     pruning hook): the worker's loop re-queues it anyway, and the table says interrupted."""
@@ -456,6 +470,7 @@ def test_an_interrupt_that_lost_the_trials_own_record_is_still_requeued_and_not_
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")
+@pytest.mark.slow  # spawns a child process (the dead worker)
 def test_a_dead_workers_trial_is_requeued_once(tmp_path):
     path = toy_sweep(tmp_path, study={"n_trials": 1, "pruner": "none", "enqueue_base": False})
     spec = load_sweep(path)

@@ -21,6 +21,8 @@ from optuna.trial import TrialState
 
 from src.tune import study as st
 
+pytestmark = pytest.mark.slow  # starts a PostgreSQL server and sweep worker processes
+
 REPO = Path(__file__).resolve().parents[1]
 BASE = str(REPO / "configs" / "pref" / "minilm.yaml")
 

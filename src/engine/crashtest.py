@@ -29,6 +29,7 @@ import torch
 from safetensors.torch import load_file
 from tqdm.auto import tqdm as _tqdm
 
+from ..errors import UsageError
 from . import faults
 from .checkpoint import best_dir, last_dir, load_resume_state, save_weights
 from .loop import TaskBase
@@ -206,6 +207,21 @@ class Harness:
         got = outcome(run_dir)
         diff = [k for k in got if got[k] != self.reference[k]]
         return Trial(name, killed, not diff, "differs: " + ", ".join(diff) if diff else "")
+
+
+SEED_ENV = "FAULT_SEED"
+
+
+def harness_seed(default: int = 0) -> int:
+    """The seed that picks kill points: pinned (`default`) so a failure reproduces on the next
+    run, varied on purpose with FAULT_SEED=N (the test and scripts/fault_inject.py both read it)."""
+    raw = os.environ.get(SEED_ENV, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise UsageError(f"{SEED_ENV} must be an integer seed, got {raw!r}") from None
 
 
 def kill_points(passes: dict[str, int], n: int, seed: int = 0, random_share: float = 0.2

@@ -199,9 +199,11 @@ def _improved(value: float, best: float | None, mode: str) -> bool:
 
 
 def train(cfg: TrainSettings, task: Task, model: torch.nn.Module, run_dir: Path, accelerator,
-          *, resume: bool = False, trial_hook=None) -> Progress:
+          *, resume: bool = False, trial_hook=None, hparams: Any = None) -> Progress:
     """Train `model` on `task`; returns the final Progress. After each eval, `task.after_eval`
-    runs, then `trial_hook(step, metrics)` (optuna reporting/pruning raises from there)."""
+    runs, then `trial_hook(step, metrics)` (optuna reporting/pruning raises from there).
+    `cfg` is the stage config's `train` section; `hparams` the whole stage config, which the
+    trackers record (default: `cfg`)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     last_dir, best_dir = last_folder(run_dir), best_folder(run_dir)
@@ -253,7 +255,7 @@ def train(cfg: TrainSettings, task: Task, model: torch.nn.Module, run_dir: Path,
     tracking = bool(accelerator.log_with)
     if tracking:
         # project "prefpipe" (W&B / MLflow); TensorBoard events land in RUN/tensorboard/prefpipe
-        accelerator.init_trackers("prefpipe", config=_tracker_config(cfg))
+        accelerator.init_trackers("prefpipe", config=_tracker_config(cfg if hparams is None else hparams))
 
     def log(record: dict) -> None:
         """One metrics.jsonl line (main process) and the same scalars to the trackers."""

@@ -48,6 +48,8 @@ class TrainSettings:
                           choices=list(REPORT_TO))
     tensorboard: bool = knob(False, "same as --report-to tensorboard (kept for older configs)")
     progress: bool = knob(True, "tqdm progress bars")
+    # declared once for both stages (each stage's section sets its own default)
+    eval_max_tokens: int = knob(16384, "padded tokens per evaluation / inference batch (length-sorted batching)", low=1)
     length_group: int = knob(64, "batches per length-sorted chunk when planning batches: less padding, "
                                  "slightly less random batches (1 = plain random batches)", low=1)
 

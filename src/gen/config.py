@@ -3,7 +3,8 @@
 Defaults follow the fine-tuning logbooks: constant LR after a short linear
 warmup, LoRA on the attention and MLP projections, response-only (SFT) loss.
 Training knobs live in the `train` section (src/engine/settings.py) with this
-stage's own defaults; they stay flat flags (`--lr`) and flat YAML keys.
+stage's own defaults, the LoRA shape in the `adapter` section shared with the
+classifier (src/models/lora.py); they stay flat flags (`--lr`) and flat YAML keys.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from ..config import composed, knob, section, validate
 from ..errors import UsageError
 from ..engine.settings import TrainSettings
+from ..models.lora import LoraSettings
 
 OBJECTIVES = ("sft", "clm")
 FINETUNE = ("lora", "full")
@@ -41,10 +43,7 @@ class GenConfig:
     template: str = knob("plain", "plain (Pygmalion-style text) | chat_template (the tokenizer's) | auto",
                          choices=["plain", "chat_template", "auto"])
 
-    # -- LoRA --------------------------------------------------------------------------------
-    lora_r: int = knob(16, "LoRA rank", low=1)
-    lora_alpha: int = knob(32, "LoRA alpha (scale = alpha / r)", low=1)
-    lora_dropout: float = knob(0.05, "dropout on the LoRA input", low=0, high=1, high_open=True)
+    # -- LoRA: rank/alpha/dropout are the shared `adapter` section (below); which modules is ours --
     lora_target_modules: list[str] = knob([], "module names to adapt; empty = per architecture (attention + MLP "
                                               "projections; 'all-linear' for unknown ones)")
     new_token_rows: str = knob("rows", "tokens added to the vocabulary (pad, chat tags) under LoRA: rows = train and "
@@ -66,7 +65,6 @@ class GenConfig:
     part: int = knob(0, "train part K of --parts N (1-based); K > 1 continues the run dir's checkpoint", low=0)
 
     # -- evaluation ------------------------------------------------------------------------------
-    eval_max_tokens: int = knob(8192, "padded tokens per validation batch (length-sorted batching)", low=1)
     sample_count: int = knob(3, "sample generations logged at each eval (fixed prompts)", low=0)
     sample_prompts: list[str] = knob([], "prompts for the logged samples; empty = the context of the first "
                                          "validation episodes up to their last bot response")
@@ -74,10 +72,12 @@ class GenConfig:
     sample_max_new_tokens: int = knob(48, "new tokens per logged sample", low=1)
     pad_to_multiple_of: int = knob(0, "pad batch widths to a multiple of this (0 = 8 on GPUs, 1 on CPU)", low=0)
 
+    adapter: LoraSettings = section(LoraSettings, help="LoRA adapters with --finetune lora (src/models/lora.py, "
+                                                       "shared with train_pref)")
     # -- the training loop, with this stage's defaults -----------------------------------------
     train: TrainSettings = section(TrainSettings, help="training loop knobs (src/engine/settings.py)",
                                    epochs=1.0, batch_size=8, lr=2e-4, weight_decay=0.0, warmup_ratio=0.03,
-                                   schedule="constant")
+                                   schedule="constant", eval_max_tokens=8192)
 
     def __post_init__(self) -> None:
         validate(self)

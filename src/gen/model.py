@@ -20,6 +20,7 @@ import torch
 
 from ..device import torch_dtype
 from ..engine.recompute import enable_activation_recompute
+from ..models.lora import lora_config
 
 # LoRA targets per architecture: attention and MLP projections (what the logbooks adapted).
 LORA_TARGETS: dict[str, list[str]] = {
@@ -34,8 +35,6 @@ LORA_TARGETS: dict[str, list[str]] = {
 _LLAMA_LIKE = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 for _arch in ("llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "olmo", "olmo2", "stablelm"):
     LORA_TARGETS[_arch] = _LLAMA_LIKE
-# GPT-2 keeps its projections in Conv1D (weights stored transposed).
-FAN_IN_FAN_OUT = {"gpt2"}
 
 
 def lora_targets(model: Any, configured: list[str]) -> list[str] | str:
@@ -84,8 +83,7 @@ def tied_embeddings(model: Any) -> bool:
 
 def apply_lora(model: Any, cfg: Any, new_token_ids: list[int]) -> Any:
     """Wrap `model` in a peft LoRA model; rows of `new_token_ids` train too (per cfg.new_token_rows)."""
-    from peft import LoraConfig, get_peft_model
-    arch = getattr(model.config, "model_type", "")
+    from peft import get_peft_model
     kw: dict[str, Any] = {}
     emb_name = _module_name(model, model.get_input_embeddings()).split(".")[-1]
     out_mod = model.get_output_embeddings()
@@ -100,9 +98,8 @@ def apply_lora(model: Any, cfg: Any, new_token_ids: list[int]) -> Any:
         kw["modules_to_save"] = [emb_name] + ([head_name] if head_name else [])
         # tied embeddings (GPT-2): both ends share one trained copy and stay tied after merging
         kw["ensure_weight_tying"] = tied
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=lora_targets(model, cfg.lora_target_modules),
-                      fan_in_fan_out=arch in FAN_IN_FAN_OUT, task_type="CAUSAL_LM", **kw)
+    lora = lora_config(model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
+                       target_modules=lora_targets(model, cfg.lora_target_modules), task_type="CAUSAL_LM", **kw)
     return get_peft_model(model, lora)
 
 

@@ -184,7 +184,7 @@ def run(cfg: GenConfig, *, resume: bool = False) -> dict:
     run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
     cfg.out = str(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    accelerator, choice = make_accelerator(cfg, run_dir)
+    accelerator, choice = make_accelerator(cfg.train, run_dir)
     if accelerator.is_main_process:
         save_yaml(cfg, run_dir / "config.yaml", header=f"# python -m src.train_gen --config {run_dir / 'config.yaml'}")
     torch.manual_seed(cfg.seed)
@@ -218,14 +218,14 @@ def run(cfg: GenConfig, *, resume: bool = False) -> dict:
     task = GenTask(cfg, train_rows, val_rows, tokenizer, run_dir, accelerator.device.type, save_best, prompts)
     rank, world = accelerator.process_index, accelerator.num_processes
     total = planned_steps(cfg, task.lengths(), rank, world)
-    step_cfg = cfg
+    step_cfg = cfg.train
     if cfg.parts:
         start, end, done = part_plan(cfg, run_dir, total)
         if done >= end:
             accelerator.print(f"[parts] part {cfg.part}/{cfg.parts} (steps {start}-{end}) is already done")
             return {"part": cfg.part, "step": done}
         resume = resume or done > 0
-        step_cfg = dataclasses.replace(cfg, stop_after_steps=0 if cfg.part == cfg.parts else end - done)
+        step_cfg = dataclasses.replace(cfg.train, stop_after_steps=0 if cfg.part == cfg.parts else end - done)
         accelerator.print(f"[parts] part {cfg.part}/{cfg.parts}: steps {max(start, done)}-{end} of {total}")
     accelerator.print(f"[run] {run_dir}: {len(train_rows)} train / {len(val_rows)} val rows, {choice.device} "
                       f"{choice.precision}, {cfg.model} {cfg.finetune} {cfg.objective}, {total} steps, "
@@ -245,7 +245,7 @@ def run(cfg: GenConfig, *, resume: bool = False) -> dict:
         model.to(accelerator.device)
         _write_initial_eval(task, model, accelerator, initial_path)
 
-    progress = train(step_cfg, task, model, run_dir, accelerator, resume=resume)
+    progress = train(step_cfg, task, model, run_dir, accelerator, resume=resume, hparams=cfg)
     if not progress.done:  # stopped on purpose (a part, or --stop-after-steps): continue later
         return {"stopped_at_step": progress.step, "part": cfg.part}
 
@@ -255,7 +255,7 @@ def run(cfg: GenConfig, *, resume: bool = False) -> dict:
         **{k: v for k, v in best.items() if k.startswith("eval_")},
         "initial_eval_loss": initial["eval_loss"] if initial else None,
         "initial_eval_perplexity": initial["eval_perplexity"] if initial else None,
-        **run_summary(progress, cfg, task.lengths()),
+        **run_summary(progress, cfg.train, task.lengths()),
         "n_train": len(train_rows), "n_val": len(val_rows),
         "trainable_params": info["trainable_params"], "total_params": info["total_params"],
         "model": cfg.model, "finetune": cfg.finetune, "objective": cfg.objective,

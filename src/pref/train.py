@@ -151,7 +151,7 @@ def train_split(cfg: PrefConfig, records: list[PairRecord], train_idx: list[int]
     returns the final metrics dict."""
     run_dir.mkdir(parents=True, exist_ok=True)
     save_yaml(cfg, run_dir / "config.yaml", header=f"# python -m src.train_pref --config {run_dir / 'config.yaml'}")
-    accelerator, choice = make_accelerator(cfg, run_dir)
+    accelerator, choice = make_accelerator(cfg.train, run_dir)
     from ..models.tiny import is_tiny_decoder
     check_precision(choice.precision, cfg.model)
     if not is_tiny_decoder(cfg.model):  # tiny decoders are built in-process, not resolved
@@ -175,7 +175,7 @@ def train_split(cfg: PrefConfig, records: list[PairRecord], train_idx: list[int]
     accelerator.print(f"[run] {run_dir}: {len(train_records)} train / {len(select_records)} select / "
                       f"{len(val_records)} val pairs, "
                       f"{choice.device} {choice.precision}, {accelerator.num_processes} process(es), {cfg.model} {cfg.arch}")
-    progress = train(cfg, task, model, run_dir, accelerator, resume=resume, trial_hook=trial_hook)
+    progress = train(cfg.train, task, model, run_dir, accelerator, resume=resume, trial_hook=trial_hook, hparams=cfg)
     if not progress.done:  # stopped early on purpose (--stop-after-steps): resume later
         return {"stopped_at_step": progress.step}
 
@@ -185,7 +185,7 @@ def train_split(cfg: PrefConfig, records: list[PairRecord], train_idx: list[int]
     ab, ba = task.predict(best, accelerator, val_enc)
     y = val_enc.labels
     probs, raw = floor_probs(average_probs(ab, ba, temperature)), floor_probs(average_probs(ab, ba))
-    summary = run_summary(progress, cfg, task.lengths())
+    summary = run_summary(progress, cfg.train, task.lengths())
     metrics = {
         "val_log_loss": log_loss(probs, y), "val_log_loss_uncalibrated": log_loss(raw, y),
         "val_accuracy": float((probs.argmax(1) == y).mean()), "temperature": temperature,

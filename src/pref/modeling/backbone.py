@@ -61,6 +61,7 @@ import torch
 from ...engine.recompute import enable_activation_recompute
 from ...errors import UsageError
 from ...models import resolve
+from ...models.lora import DEFAULTS as LORA_DEFAULTS, lora_config
 
 ATTN_CHOICES = ("eager", "sdpa", "flash_attention_2")
 POOLINGS = ("mean", "cls", "last")
@@ -71,10 +72,10 @@ SOFTCAP_KERNELS = ("eager", "flash_attention_2")  # the kernels of ATTN_CHOICES 
 
 
 @dataclass
-class LoraSpec:
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
+class LoraSpec:  # what a checkpoint records of its adapters (backbone.json); defaults: src/models/lora.py
+    r: int = LORA_DEFAULTS.lora_r
+    alpha: int = LORA_DEFAULTS.lora_alpha
+    dropout: float = LORA_DEFAULTS.lora_dropout
     targets: list[str] = field(default_factory=list)  # empty: every linear layer of the backbone
 
 
@@ -264,10 +265,9 @@ def lora_targets(model: Any, requested: list[str]) -> list[str]:
 
 
 def apply_lora(model: Any, spec: LoraSpec) -> tuple[Any, list[str]]:
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     targets = lora_targets(model, spec.targets)
-    cfg = LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=targets,
-                     bias="none", fan_in_fan_out=getattr(model.config, "model_type", "") == "gpt2")
+    cfg = lora_config(model, r=spec.r, alpha=spec.alpha, dropout=spec.dropout, target_modules=targets)
     return get_peft_model(model, cfg), targets
 
 
@@ -373,8 +373,8 @@ def lora_spec_from_config(cfg: Any) -> LoraSpec | None:
     targets = getattr(cfg, "lora_targets", "") or []
     if isinstance(targets, str):
         targets = [t.strip() for t in targets.split(",") if t.strip()]
-    return LoraSpec(r=getattr(cfg, "lora_r", 16), alpha=getattr(cfg, "lora_alpha", 32),
-                    dropout=getattr(cfg, "lora_dropout", 0.05), targets=list(targets))
+    return LoraSpec(r=getattr(cfg, "lora_r", LORA_DEFAULTS.lora_r), alpha=getattr(cfg, "lora_alpha", LORA_DEFAULTS.lora_alpha),
+                    dropout=getattr(cfg, "lora_dropout", LORA_DEFAULTS.lora_dropout), targets=list(targets))
 
 
 def backbone_from_config(cfg: Any, *, device: str = "cpu", dtype: torch.dtype = torch.float32,
