@@ -30,7 +30,7 @@ from ..data.split import fold_ids, train_val_split
 from ..device import DeviceChoice, check_precision
 from ..engine import plots
 from ..errors import UsageError
-from ..engine.loop import make_accelerator, run_summary, train
+from ..engine.loop import check_engine_device, make_accelerator, run_summary, train
 from ..engine.recompute import enable_activation_recompute
 from .inference.calibration import average_probs, fit_temperature, floor_probs, log_loss, temperature_bounds
 from .checkpoint import build_pref_model, init_from_run, load_pref_checkpoint, write_prior
@@ -103,6 +103,7 @@ def check_before_work(cfg: PrefConfig) -> None:
     from .modeling.backbone import check_padding_free
     choice = DeviceChoice.resolve(cfg.device, cfg.precision)
     check_quantization(cfg.load_in_4bit, cfg.load_in_8bit, choice.device)
+    check_engine_device(cfg, choice.device)  # DeepSpeed on CPU, --optim adamw8bit where bitsandbytes cannot run
     check_precision(choice.precision, cfg.model)  # by name: tiny-gemma2, gemma-2-9b-it
     if is_tiny_decoder(cfg.model):
         check_padding_free(cfg, None, choice.device)
