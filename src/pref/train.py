@@ -27,7 +27,7 @@ from ..data.arena import read_pairs, write_report
 from ..data.records import LABEL_NAMES, PairRecord
 from ..data.sources import limit_rows
 from ..data.split import fold_ids, train_val_split
-from ..device import DeviceChoice, check_precision
+from ..device import DeviceChoice, check_precision, torch_dtype
 from ..engine import plots
 from ..errors import UsageError
 from ..engine.loop import check_engine_device, make_accelerator, run_summary, train
@@ -64,11 +64,12 @@ def load_records(cfg: PrefConfig, run_dir: Path) -> list[PairRecord]:
     return records
 
 
-def build(cfg: PrefConfig, device: str = "cpu"):
+def build(cfg: PrefConfig, device: str = "cpu", precision: str = "fp32"):
+    """Model + tokenizer; `precision` is the run's (a quantised base computes in it)."""
     torch.manual_seed(cfg.seed)  # the head's initialisation is part of the run's config
     if _uses_backbone_loader(cfg):  # decoders, LoRA, quantisation: pref/modeling/backbone.py
         from .modeling.backbone import backbone_from_config, lr_multipliers
-        b = backbone_from_config(cfg, device=device)
+        b = backbone_from_config(cfg, device=device, compute_dtype=torch_dtype(precision))
         model = build_pref_model(b.model, cfg)
         model.lr_multipliers = lr_multipliers(model, cfg.head_lr_mult, cfg.lora_lr_mult)
         tokenizer = b.tokenizer
@@ -136,7 +137,7 @@ def train_split(cfg: PrefConfig, records: list[PairRecord], train_idx: list[int]
         check_precision(choice.precision, resolve_model(cfg.model))
     rows = training_rows(cfg, records, train_idx, val_idx, run_dir, extras, main_process=accelerator.is_main_process)
     train_records, select_records, val_records = rows.train, rows.select, rows.val
-    model, tokenizer = build(cfg, choice.device)
+    model, tokenizer = build(cfg, choice.device, choice.precision)
     enc_kw = dict(arch=cfg.arch, max_len=cfg.max_len, prompt_budget=cfg.prompt_budget, keep=cfg.keep)
     train_enc = encode_pairs(train_records, tokenizer, both_orders=cfg.swap_aug, **enc_kw)
     val_enc = encode_pairs(val_records, tokenizer, both_orders=cfg.swap_aug, **enc_kw)
@@ -158,8 +159,7 @@ def train_split(cfg: PrefConfig, records: list[PairRecord], train_idx: list[int]
         return {"stopped_at_step": progress.step}
 
     # Final metrics from the best checkpoint, re-predicted so files and numbers agree.
-    best, _, _, temperature = load_pref_checkpoint(run_dir)
-    best.to(accelerator.device)
+    best, temperature = _best_model(model, run_dir, accelerator.device)
     ab, ba = task.predict(best, accelerator, val_enc)
     y = val_enc.labels
     probs, raw = floor_probs(average_probs(ab, ba, temperature)), floor_probs(average_probs(ab, ba))
@@ -200,6 +200,21 @@ def train_split(cfg: PrefConfig, records: list[PairRecord], train_idx: list[int]
                       f"accuracy {metrics['val_accuracy']:.3f}, {metrics['train_pairs_per_s']:.1f} pairs/s, "
                       f"peak memory {metrics['peak_rss_mb'] / 1024:.2f} GiB -> {run_dir}")
     return metrics
+
+
+def _best_model(trained, run_dir: Path, device) -> tuple[torch.nn.Module, float]:
+    """The best checkpoint as the model the run's evals scored. An adapter run fills its best
+    adapters + head into the model it trained: the base stays the one training used (a
+    quantised run's 4/8-bit base; a reload from the base's name would give the full-precision
+    base, other numbers than the evals saw) and is not loaded a second time (peak memory)."""
+    from .checkpoint import best_folder, read_temperature
+    from .modeling import adapters
+    if adapters.is_lora_model(trained):
+        folder = best_folder(run_dir)
+        adapters.load_own_weights(trained, folder / "model.safetensors")
+        return trained.eval(), read_temperature(folder)
+    best, _, _, temperature = load_pref_checkpoint(run_dir)
+    return best.to(device), temperature
 
 
 def _temperature_fit(ab: np.ndarray, ba: np.ndarray | None, y: np.ndarray, temperature: float, rows: str) -> dict:
