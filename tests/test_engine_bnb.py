@@ -97,3 +97,22 @@ def test_deepspeed_config_on_cpu_is_refused_not_run_as_ddp(small_csv, tmp_path, 
         make_accelerator(_cfg(small_csv, out, device="cpu"))
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "false")
     make_accelerator(_cfg(small_csv, out, device="cpu"))  # without it: the ordinary CPU accelerator
+
+
+def test_both_stages_take_the_optimizer_choice_and_default_to_adamw():
+    """--optim is a TrainSettings knob: the classifier and the generative stage get it (flat
+    key or flag), the default stays torch AdamW, an unknown optimizer is one line."""
+    from src.config import from_dict
+    from src.gen.config import GenConfig
+    from src.engine.loop import make_optimizer
+    for cls in (PrefConfig, GenConfig):
+        assert from_dict(cls, {}).optim == "adamw"
+        cfg = from_dict(cls, {"optim": "adamw8bit"})
+        assert cfg.optim == "adamw8bit" and cfg.train.optim == "adamw8bit"
+        with pytest.raises(UsageError, match="optim: 'sgd' is not one of adamw, adamw8bit"):
+            from_dict(cls, {"optim": "sgd"})
+    p = [torch.nn.Parameter(torch.zeros(8))]
+    assert type(make_optimizer(from_dict(PrefConfig, {}), [{"params": p}], "cpu")) is torch.optim.AdamW
+    if bnb_unsupported("cpu") is None:
+        opt = make_optimizer(from_dict(PrefConfig, {"optim": "adamw8bit"}), [{"params": p}], "cpu")
+        assert type(opt).__name__ == "AdamW8bit"
