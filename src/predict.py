@@ -34,9 +34,9 @@ def add_quantization_args(ap: argparse.ArgumentParser) -> None:
     """--load-in-8bit / --load-in-4bit for adapter runs (shared by every predicting entry point)."""
     q = ap.add_mutually_exclusive_group()
     q.add_argument("--load-in-8bit", action="store_true",
-                   help="adapter (LoRA) runs: load the base in int8 (bitsandbytes LLM.int8, CUDA only), one copy per GPU")
+                   help="adapter (LoRA) runs: load the base in int8 (bitsandbytes LLM.int8; CUDA or an x86-64 CPU), one copy per GPU")
     q.add_argument("--load-in-4bit", action="store_true",
-                   help="adapter (LoRA) runs: load the base in nf4 with double quantisation (bitsandbytes, CUDA only)")
+                   help="adapter (LoRA) runs: load the base in nf4 with double quantisation (bitsandbytes; CUDA or an x86-64 CPU)")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def predict() -> None:
         from .pref.inference.predict import check_quantized_runs
-        # before any data or weights: off CUDA, without bitsandbytes, or on a full-weight run
+        # before any data or weights: where bitsandbytes cannot run, without it, or on a full-weight run
         quantize = check_quantized_runs(args.run, load_in_4bit=args.load_in_4bit, load_in_8bit=args.load_in_8bit,
                                         device=args.device)
         progress = sys.stderr.isatty() if args.progress is None else args.progress

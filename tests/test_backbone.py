@@ -138,8 +138,6 @@ def test_cls_pooling_on_decoder_is_refused():
 
 
 @pytest.mark.parametrize("kw, needle", [
-    (dict(load_in_4bit=True, lora=bb.LoraSpec()), "needs a CUDA GPU"),
-    (dict(load_in_8bit=True, lora=bb.LoraSpec()), "needs a CUDA GPU"),
     (dict(load_in_4bit=True, load_in_8bit=True), "exclusive"),
     (dict(attn="flash_attention_2"), "flash-attn"),
     (dict(attn="fast"), "--attn must be"),

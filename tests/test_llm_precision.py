@@ -1,5 +1,5 @@
 """Decoder LLMs at prediction/training time without a GPU: quantised prediction is refused
-in one line before any work off CUDA, the bitsandbytes config is the QLoRA/LLM.int8 recipe,
+in one line before any work where bitsandbytes cannot run, the bitsandbytes config is the QLoRA/LLM.int8 recipe,
 one quantised copy is loaded per GPU; Gemma-2/3 never run in fp16 unasked; softcapping
 configs get an attention kernel that softcaps."""
 from __future__ import annotations
@@ -26,13 +26,18 @@ def _one_line(e) -> str:
 # --- quantised prediction ----------------------------------------------------------------
 
 @pytest.mark.parametrize("flag", ["--load-in-4bit", "--load-in-8bit"])
-def test_predict_quantized_off_cuda_is_one_line_error_before_any_work(tmp_path, capsys, flag):
+def test_predict_quantized_where_bitsandbytes_cannot_run_is_one_line_error_before_any_work(tmp_path, capsys,
+                                                                                           monkeypatch, flag):
+    """A device bitsandbytes cannot use (simulated: its probe fails) is refused before the
+    missing run or data file is even looked at."""
     from src.predict import main
+    monkeypatch.setattr("src.pref.modeling.quantize.bnb_unsupported", lambda dev: "no kernel for it")
     out = tmp_path / "sub.csv"
     rc = main(["--run", str(tmp_path / "no-run"), "--data", str(tmp_path / "missing.csv"), "--out", str(out),
                "--device", "cpu", flag])
     err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and len(err) == 1 and f"{flag} needs a CUDA GPU" in err[0], err  # not the missing file or run
+    assert rc == 2 and len(err) == 1, err  # not the missing file or run
+    assert f"{flag}: bitsandbytes cannot run on this run's device cpu (no kernel for it)" in err[0], err
     assert not out.exists()
 
 
@@ -40,6 +45,7 @@ def _fake_cuda_with_bnb(monkeypatch, have_bnb=True):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: (object() if have_bnb else None) if name == "bitsandbytes" else real(name, *a))
+    monkeypatch.setattr("src.pref.modeling.quantize.bnb_unsupported", lambda dev: None)  # as on a CUDA box
 
 
 def _run_dir(tmp_path, name, lora):

@@ -151,6 +151,34 @@ def param_groups(model: torch.nn.Module, weight_decay: float, lr: float,
             for (mult, decay), ps in groups.items()]
 
 
+def make_optimizer(cfg: TrainSettings, groups: list[dict], device_type: str) -> torch.optim.Optimizer:
+    """--optim: torch AdamW, or bitsandbytes AdamW8bit (same groups, schedule and resume path)."""
+    if cfg.optim == "adamw8bit":
+        from .bnb import adamw8bit
+        return adamw8bit(groups, cfg.lr, device_type)
+    # foreach: one multi-tensor kernel per group instead of a Python loop over tensors (CPU default is the loop)
+    return torch.optim.AdamW(groups, lr=cfg.lr, foreach=True)
+
+
+def check_deepspeed_device(device: str) -> None:
+    """A DeepSpeed accelerate config (accelerate launch sets ACCELERATE_USE_DEEPSPEED) on a CPU
+    run: Accelerator(cpu=True) drops the DeepSpeed plugin and the run would silently be plain
+    DDP, so refuse it (DeepSpeed's CPU support is one-process ZeRO at best: ZeRO over two CPU
+    processes failed inside accelerate's process count)."""
+    import os
+    if device == "cpu" and os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        raise UsageError("a DeepSpeed accelerate config on a CPU run would train as plain DDP without DeepSpeed "
+                         "(accelerate drops the plugin on CPU): use configs/accelerate/cpu_ddp.yaml, or a GPU")
+
+
+def check_engine_device(cfg: TrainSettings, device: str) -> None:
+    """What the engine would refuse on `device`, checked before a stage reads data or writes files."""
+    check_deepspeed_device(device)
+    if cfg.optim == "adamw8bit":
+        from .bnb import check_adamw8bit
+        check_adamw8bit(device)
+
+
 def make_accelerator(cfg: TrainSettings, run_dir: str | Path | None = None):
     """The Accelerator for a run (and its DeviceChoice). With `run_dir`, the trackers
     of --report-to log there (TensorBoard: RUN/tensorboard)."""
@@ -159,6 +187,7 @@ def make_accelerator(cfg: TrainSettings, run_dir: str | Path | None = None):
 
     from ..device import DeviceChoice, to_accelerate_precision
     choice = DeviceChoice.resolve(cfg.device, cfg.precision)
+    check_engine_device(cfg, choice.device)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     mixed = to_accelerate_precision(choice.precision)
@@ -214,9 +243,8 @@ def train(cfg: TrainSettings, task: Task, model: torch.nn.Module, run_dir: Path,
         raise UsageError(f"no training batches: {len(lengths)} examples for {world} process(es)")
     n_epochs = math.ceil(cfg.epochs)
 
-    # foreach: one multi-tensor kernel per group instead of a Python loop over tensors (CPU default is the loop)
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay, cfg.lr, task.lr_multipliers()),
-                                  lr=cfg.lr, foreach=True)
+    optimizer = make_optimizer(cfg, param_groups(model, cfg.weight_decay, cfg.lr, task.lr_multipliers()),
+                               accelerator.device.type)
     scheduler = get_scheduler(SCHEDULES[cfg.schedule], optimizer,
                               num_warmup_steps=int(cfg.warmup_ratio * total_steps), num_training_steps=total_steps)
     progress = Progress()

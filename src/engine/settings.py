@@ -25,6 +25,8 @@ class TrainSettings:
     batch_size: int = knob(16, "examples per micro-batch, per process", low=1)
     grad_accum: int = knob(1, "micro-batches per optimizer step", low=1)
     lr: float = knob(5e-5, "peak learning rate (AdamW)", low=0, low_open=True, aliases=("learning_rate",))
+    optim: str = knob("adamw", "optimizer: adamw (torch AdamW) | adamw8bit (bitsandbytes AdamW8bit: 8-bit moments, "
+                               "~1/4 of AdamW's state memory; CUDA or an x86-64 CPU)", choices=["adamw", "adamw8bit"])
     weight_decay: float = knob(0.01, "AdamW weight decay (not applied to biases and norms)", low=0)
     warmup_ratio: float = knob(0.1, "fraction of optimizer steps spent warming up linearly", low=0, high=1)
     schedule: str = knob("linear", "after warmup: constant | linear | cosine",

@@ -186,6 +186,10 @@ def load_pref_checkpoint(path: str | os.PathLike, *, load_in_4bit: bool = False,
         model = build_pref_model(AutoModel.from_config(enc_cfg), cfg)
         load_weights(model, folder / "model.safetensors")
     tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
-    cal = folder / "calibration.json"
-    temperature = json.loads(cal.read_text())["temperature"] if cal.exists() else 1.0
-    return model.eval(), tokenizer, cfg, temperature
+    return model.eval(), tokenizer, cfg, read_temperature(folder)
+
+
+def read_temperature(path: str | os.PathLike) -> float:
+    """The checkpoint's fitted temperature (1.0 when it has none)."""
+    cal = best_folder(path) / "calibration.json"
+    return json.loads(cal.read_text())["temperature"] if cal.exists() else 1.0

@@ -105,8 +105,8 @@ class PrefConfig:
     lora_targets: str = knob("", "comma-separated module names LoRA adapts (empty = every linear layer)")
     lora_lr_mult: float = knob(1.0, "adapter learning rate = lr * this (the head uses --head-lr-mult)",
                                low=0, low_open=True)
-    load_in_4bit: bool = knob(False, "QLoRA: nf4 base weights (bitsandbytes, CUDA only; needs --lora)")
-    load_in_8bit: bool = knob(False, "int8 base weights (bitsandbytes, CUDA only; needs --lora)")
+    load_in_4bit: bool = knob(False, "QLoRA: nf4 base weights (bitsandbytes: CUDA or an x86-64 CPU; needs --lora)")
+    load_in_8bit: bool = knob(False, "int8 base weights (bitsandbytes: CUDA or an x86-64 CPU; needs --lora)")
     attn: str = knob("", "attention kernel: eager | sdpa | flash_attention_2 (empty = sdpa; eager for Gemma-2)",
                      choices=["", "eager", "sdpa", "flash_attention_2"])
     padding_free: bool = knob(False, "decoders with --arch cross: pack each training batch into one row, position "

@@ -28,10 +28,10 @@ from ..data.arena import read_pairs, write_report
 from ..data.records import LABEL_NAMES, PairRecord
 from ..data.sources import limit_rows
 from ..data.split import fold_ids, train_val_split
-from ..device import DeviceChoice, check_precision
+from ..device import DeviceChoice, check_precision, torch_dtype
 from ..engine import plots
 from ..errors import UsageError
-from ..engine.loop import make_accelerator, run_summary, train
+from ..engine.loop import check_engine_device, make_accelerator, run_summary, train
 from ..engine.memory import decide_recompute, set_attention_dropout
 from ..engine.recompute import enable_activation_recompute
 from .inference.calibration import average_probs, fit_temperature, floor_probs, log_loss, temperature_bounds
@@ -68,13 +68,15 @@ def load_records(cfg: PrefConfig, run_dir: Path) -> list[PairRecord]:
 
 
 def build(cfg: PrefConfig, device: str = "cpu", precision: str = "fp32", log=print):
+    """Model + tokenizer; `precision` is the run's (a quantised base computes in it)."""
     torch.manual_seed(cfg.seed)  # the head's initialisation is part of the run's config
     recompute, why = decide_recompute(cfg.gradient_checkpointing, lambda: planned_peak_gib(cfg, precision), device)
     if log is not None and cfg.gradient_checkpointing is None:
         log(f"[memory] gradient checkpointing {why}")
     if _uses_backbone_loader(cfg):  # decoders, LoRA, quantisation: pref/modeling/backbone.py
         from .modeling.backbone import backbone_from_config, lr_multipliers
-        b = backbone_from_config(replace(cfg, gradient_checkpointing=recompute), device=device)
+        b = backbone_from_config(replace(cfg, gradient_checkpointing=recompute), device=device,
+                                 compute_dtype=torch_dtype(precision))
         model = build_pref_model(b.model, cfg)
         model.lr_multipliers = lr_multipliers(model, cfg.head_lr_mult, cfg.lora_lr_mult)
         tokenizer = b.tokenizer
@@ -126,6 +128,7 @@ def check_before_work(cfg: PrefConfig) -> None:
     from .modeling.backbone import check_padding_free
     choice = DeviceChoice.resolve(cfg.device, cfg.precision)
     check_quantization(cfg.load_in_4bit, cfg.load_in_8bit, choice.device)
+    check_engine_device(cfg, choice.device)  # DeepSpeed on CPU, --optim adamw8bit where bitsandbytes cannot run
     check_precision(choice.precision, cfg.model)  # by name: tiny-gemma2, gemma-2-9b-it
     if is_tiny_decoder(cfg.model):
         check_padding_free(cfg, None, choice.device)
@@ -180,8 +183,7 @@ def train_split(cfg: PrefConfig, records: list[PairRecord], train_idx: list[int]
         return {"stopped_at_step": progress.step}
 
     # Final metrics from the best checkpoint, re-predicted so files and numbers agree.
-    best, _, _, temperature = load_pref_checkpoint(run_dir)
-    best.to(accelerator.device)
+    best, temperature = _best_model(model, run_dir, accelerator.device)
     ab, ba = task.predict(best, accelerator, val_enc)
     y = val_enc.labels
     probs, raw = floor_probs(average_probs(ab, ba, temperature)), floor_probs(average_probs(ab, ba))
@@ -222,6 +224,21 @@ def train_split(cfg: PrefConfig, records: list[PairRecord], train_idx: list[int]
                       f"accuracy {metrics['val_accuracy']:.3f}, {metrics['train_pairs_per_s']:.1f} pairs/s, "
                       f"peak memory {metrics['peak_rss_mb'] / 1024:.2f} GiB -> {run_dir}")
     return metrics
+
+
+def _best_model(trained, run_dir: Path, device) -> tuple[torch.nn.Module, float]:
+    """The best checkpoint as the model the run's evals scored. An adapter run fills its best
+    adapters + head into the model it trained: the base stays the one training used (a
+    quantised run's 4/8-bit base; a reload from the base's name would give the full-precision
+    base, other numbers than the evals saw) and is not loaded a second time (peak memory)."""
+    from .checkpoint import best_folder, read_temperature
+    from .modeling import adapters
+    if adapters.is_lora_model(trained):
+        folder = best_folder(run_dir)
+        adapters.load_own_weights(trained, folder / "model.safetensors")
+        return trained.eval(), read_temperature(folder)
+    best, _, _, temperature = load_pref_checkpoint(run_dir)
+    return best.to(device), temperature
 
 
 def _temperature_fit(ab: np.ndarray, ba: np.ndarray | None, y: np.ndarray, temperature: float, rows: str) -> dict:

@@ -68,8 +68,8 @@ class LoadedRun:
 
 def load_run(path: str | os.PathLike, *, quantize: str | None = None, device: str = "auto",
              precision: str = "auto", data_parallel: bool = True) -> LoadedRun:
-    """A run, ready to predict; `quantize` ("4bit"/"8bit", adapter runs on CUDA) loads its
-    base quantised onto the first prediction GPU (predict.load_quantized)."""
+    """A run, ready to predict; `quantize` ("4bit"/"8bit", adapter runs) loads its base
+    quantised onto each prediction device (predict.load_quantized)."""
     prior, source = run_prior(path)
     if quantize:
         from .predict import load_quantized

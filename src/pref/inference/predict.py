@@ -11,10 +11,11 @@ filled to a token budget, no padding to a fixed length), pooled with
 own encoding settings, the device(s) and precision (policy in `src.device`),
 a replica per GPU, a fp32 re-run of rows that overflow, calibration.
 
-Quantised prediction (`--load-in-8bit` / `--load-in-4bit`, adapter runs, CUDA only):
-`check_quantized_runs` refuses it in one line before any work elsewhere;
-`load_quantized` loads the base through bitsandbytes (backbone.quantized_load_kwargs,
-the same config training uses) once PER GPU, each copy onto its own device (a
+Quantised prediction (`--load-in-8bit` / `--load-in-4bit`, adapter runs, wherever
+bitsandbytes runs: CUDA, x86-64 CPUs): `check_quantized_runs` refuses it in one line
+before any work elsewhere (modeling/quantize.py asks bitsandbytes);
+`load_quantized` loads the base through bitsandbytes (quantize.quantized_load_kwargs,
+the same config training uses) once PER device, each copy onto its own device (a
 quantised model is not deep-copied nor cast), computing in the prediction precision
 (fp16 on a T4; fp32 for a family that overflows fp16: then 4-bit dequantises to
 fp32, while LLM.int8 still multiplies its int8 weights with fp16 activations inside
@@ -159,8 +160,8 @@ def predict_on_devices(model: torch.nn.Module, enc: PairEncoding, *, devices: li
 # --- quantised adapter runs --------------------------------------------------------
 
 def check_quantized_runs(runs, *, load_in_4bit: bool, load_in_8bit: bool, device: str = "auto") -> str | None:
-    """'4bit' | '8bit' | None; a one-line UsageError, before any data or weights are read,
-    off CUDA, without bitsandbytes, or for a run that holds full weights (not an adapter)."""
+    """'4bit' | '8bit' | None; a one-line UsageError, before any data or weights are read, on a
+    device bitsandbytes cannot run on, without it, or for a run that holds full weights (not an adapter)."""
     from ..modeling.adapters import read_meta
     from ..modeling.backbone import check_quantization
     from ..checkpoint import best_folder, expand_runs

@@ -23,9 +23,10 @@ Decisions, and the library pitfalls they avoid:
   Default targets: every linear layer of the backbone, listed by name in the log line;
   a `--lora-targets` name that matches no module is a one-line UsageError (peft only
   complains when *none* match).
-* QLoRA / 8-bit: BitsAndBytesConfig(nf4, double quantisation, bf16 compute), CUDA only
-  (a one-line UsageError elsewhere, never a silent fp32 fallback), one quantised copy per
-  DDP rank on its own GPU (device_map={"": local_rank}), peft's
+* QLoRA / 8-bit (pref/modeling/quantize.py): BitsAndBytesConfig(nf4, double quantisation,
+  compute in the run's precision) wherever bitsandbytes runs (CUDA, x86-64 CPUs; a one-line
+  UsageError elsewhere, never a silent fp32 fallback), one quantised copy per DDP rank on
+  its own device (device_map {"": "cpu"} or {"": local_rank}), peft's
   prepare_model_for_kbit_training (it upcasts every non-4-bit weight, embeddings
   included, to fp32: memplan counts that), gradient checkpointing with
   use_reentrant=False (with the reentrant variant and a frozen embedding no gradient
@@ -62,6 +63,8 @@ from ...engine.recompute import enable_activation_recompute
 from ...errors import UsageError
 from ...models import resolve
 from ...models.lora import DEFAULTS as LORA_DEFAULTS, lora_config
+# quantisation has its own owner (support probe, recipe, device map); re-exported for older callers
+from .quantize import check_quantization, local_rank, quantization_config, quantized_load_kwargs  # noqa: F401
 
 ATTN_CHOICES = ("eager", "sdpa", "flash_attention_2")
 POOLINGS = ("mean", "cls", "last")
@@ -172,44 +175,6 @@ def check_padding_free(cfg: Any, config: Any, device: str) -> None:
                          "upgrade transformers or use --attn flash_attention_2")
 
 
-def check_quantization(load_in_4bit: bool, load_in_8bit: bool, device: str) -> str | None:
-    """'4bit' | '8bit' | None, or a one-line UsageError where bitsandbytes cannot run."""
-    if load_in_4bit and load_in_8bit:
-        raise UsageError("--load-in-4bit and --load-in-8bit are exclusive: pick one")
-    bits = "4bit" if load_in_4bit else "8bit" if load_in_8bit else None
-    if bits is None:
-        return None
-    if torch.device(device).type != "cuda":
-        raise UsageError(f"--load-in-{bits} needs a CUDA GPU (bitsandbytes); this run's device is {device}: "
-                         "drop the flag (full-precision LoRA) or run on CUDA")
-    import importlib.util
-    if importlib.util.find_spec("bitsandbytes") is None:
-        raise UsageError(f"--load-in-{bits} needs bitsandbytes: pip install bitsandbytes "
-                         "(setup.sh installs it on CUDA machines)")
-    return bits
-
-
-def quantization_config(bits: str, compute_dtype: torch.dtype = torch.bfloat16):
-    """QLoRA's recipe: nf4 with double quantisation and bf16 compute, or LLM.int8()."""
-    from transformers import BitsAndBytesConfig
-    if bits == "4bit":
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                  bnb_4bit_compute_dtype=compute_dtype)
-    return BitsAndBytesConfig(load_in_8bit=True)
-
-
-def quantized_load_kwargs(bits: str, device: str, compute_dtype: torch.dtype = torch.bfloat16) -> dict:
-    """from_pretrained kwargs for a quantised copy on `device` ("cuda" = this rank's GPU,
-    "cuda:1" = that one): the whole model on one GPU, unquantised weights in compute_dtype."""
-    index = torch.device(device).index
-    return {"quantization_config": quantization_config(bits, compute_dtype),
-            "device_map": {"": local_rank() if index is None else index}, "dtype": compute_dtype}
-
-
-def local_rank() -> int:
-    return int(os.environ.get("LOCAL_RANK", "0"))
-
-
 def _load_config(name: str, path: str, trust_remote_code: bool):
     from transformers import AutoConfig
     if not os.path.isdir(path) and os.environ.get("HF_HUB_OFFLINE") == "1":
@@ -304,6 +269,9 @@ def load_backbone(name: str, *, device: str = "cpu", dtype: torch.dtype = torch.
         info["pad"] = ensure_pad(tokenizer, model.config)
     if bits:
         from peft import prepare_model_for_kbit_training
+
+        from .quantize import keep_one_4bit_layout
+        keep_one_4bit_layout(model)  # evals compute as training does (quantize.py says why)
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing,
                                                 gradient_checkpointing_kwargs={"use_reentrant": False})
     elif gradient_checkpointing:
@@ -378,9 +346,12 @@ def lora_spec_from_config(cfg: Any) -> LoraSpec | None:
 
 
 def backbone_from_config(cfg: Any, *, device: str = "cpu", dtype: torch.dtype = torch.float32,
+                         compute_dtype: torch.dtype = torch.bfloat16,
                          log: Callable[[str], Any] | None = print) -> Backbone:
-    """load_backbone with the run config's knobs; checks the pooling against the backbone kind."""
+    """load_backbone with the run config's knobs; checks the pooling against the backbone kind.
+    `compute_dtype`: a quantised base's compute dtype (training passes its precision's)."""
     b = load_backbone(cfg.model, device=device, dtype=dtype, lora=lora_spec_from_config(cfg),
+                      compute_dtype=compute_dtype,
                       load_in_4bit=getattr(cfg, "load_in_4bit", False), load_in_8bit=getattr(cfg, "load_in_8bit", False),
                       attn=getattr(cfg, "attn", None) or None,
                       gradient_checkpointing=getattr(cfg, "gradient_checkpointing", False),
