@@ -94,6 +94,7 @@ def decoder_flops_per_token(cfg, seq_len: float, *, lora: bool, checkpointing: b
 
 def bench_decoder(records, args, tmp: Path, *, padding_free: bool, chunks: int | None = None) -> dict:
     """The classifier's own training (engine + PrefTask) on a decoder, padded or packed."""
+    from src.engine.recompute import recompute_is_on
     from src.engine.loop import make_accelerator, train
     from src.pref.config import PrefConfig
     from src.pref.inputs.encode import encode_pairs
@@ -120,7 +121,7 @@ def bench_decoder(records, args, tmp: Path, *, padding_free: bool, chunks: int |
     seq = prog.real_tokens / max(prog.examples * 2, 1)  # both orders of each pair
     tok_s = prog.real_tokens / prog.train_seconds
     flops = decoder_flops_per_token(model.encoder.config, seq, lora=cfg.lora,
-                                    checkpointing=bool(getattr(model.encoder, "is_gradient_checkpointing", False)))
+                                    checkpointing=recompute_is_on(model.encoder))
     del model, task
     return {"name": f"{args.model} cross {'LoRA' if cfg.lora else 'full'} {tag} ({choice.precision})",
             "precision": choice.precision, "pairs_s": prog.examples / prog.train_seconds, "useful_tok_s": tok_s,

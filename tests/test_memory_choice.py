@@ -6,6 +6,7 @@ import torch
 
 from src.engine import memory
 from src.engine.memory import decide_recompute, set_attention_dropout
+from src.engine.recompute import recompute_is_on
 
 
 def test_the_users_word_wins_over_the_plan():
@@ -73,11 +74,11 @@ def test_build_follows_the_decision_and_old_configs_still_force_it(monkeypatch, 
     lines = []
     monkeypatch.setattr(memory, "device_memory_gib", lambda device: 64.0)
     model, _ = build(PrefConfig(model="minilm"), "cpu", "fp32", log=lines.append)
-    assert model.encoder.is_gradient_checkpointing is False and "auto: off" in lines[0]
+    assert recompute_is_on(model.encoder) is False and "auto: off" in lines[0]
     monkeypatch.setattr(memory, "device_memory_gib", lambda device: 0.5)
     model, _ = build(PrefConfig(model="minilm"), "cpu", "fp32", log=lines.append)
-    assert model.encoder.is_gradient_checkpointing is True and "auto: on" in lines[1]
+    assert recompute_is_on(model.encoder) is True and "auto: on" in lines[1]
     old = from_dict(PrefConfig, {"model": "minilm", "gradient_checkpointing": True})  # an older run's config.yaml
     assert old.gradient_checkpointing is True
     model, _ = build(old, "cpu", "fp32", log=lines.append)
-    assert model.encoder.is_gradient_checkpointing is True and len(lines) == 2  # forced: nothing to decide
+    assert recompute_is_on(model.encoder) is True and len(lines) == 2  # forced: nothing to decide

@@ -3,7 +3,7 @@ import warnings
 
 import torch
 
-from src.engine.recompute import enable_activation_recompute
+from src.engine.recompute import enable_activation_recompute, recompute_is_on
 from src.models.tiny import build_tiny_decoder
 
 
@@ -34,6 +34,5 @@ def test_recompute_on_without_deprecated_entry_point_and_cache_off():
         warnings.simplefilter("always")
         enable_activation_recompute(model)
     assert not [w for w in caught if "gradient_checkpointing_enable" in str(w.message)]
-    on = getattr(model, "is_activation_checkpointing", None)
-    assert (on if on is not None else model.is_gradient_checkpointing) is True
+    assert recompute_is_on(model) is True
     assert model.config.use_cache is False

@@ -20,3 +20,9 @@ def enable_activation_recompute(model: Any) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     if hasattr(getattr(model, "config", None), "use_cache"):
         model.config.use_cache = False
+
+
+def recompute_is_on(model: Any) -> bool:
+    """Whether activation recomputation is on (transformers 5 renamed the flag, deprecating the old one)."""
+    on = getattr(model, "is_activation_checkpointing", None)
+    return bool(on if on is not None else getattr(model, "is_gradient_checkpointing", False))
