@@ -1,6 +1,8 @@
 """Compute for memory only when memory is short: recomputation from the plan, attention without dropout."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -14,10 +16,11 @@ def test_the_users_word_wins_over_the_plan():
     assert decide_recompute(False, lambda: 1e9, "cpu") == (False, "as configured")
 
 
-@pytest.mark.parametrize("need,total,expect", [(1.0, 24.0, False), (13.0, 24.0, True), (11.9, 24.0, False)])
-def test_auto_recomputes_only_when_the_plan_would_not_fit(monkeypatch, need, total, expect):
-    monkeypatch.setattr(memory, "device_memory_gib", lambda device: total)
-    on, why = decide_recompute(None, lambda: need, "cpu")  # CPU budget: half the RAM
+@pytest.mark.parametrize("need,free,expect", [(1.0, 24.0, False), (8.1, 24.0, True), (7.9, 24.0, False),
+                                              (1.0, 2.0, True)])
+def test_auto_recomputes_only_when_the_plan_would_not_fit(monkeypatch, need, free, expect):
+    monkeypatch.setattr(memory, "device_memory_gib", lambda device: free)
+    on, why = decide_recompute(None, lambda: need, "cpu")  # CPU budget: half the free RAM, plan x1.5
     assert on is expect and why.startswith("auto: " + ("on" if expect else "off")) and f"{need:.1f} GiB" in why
 
 
@@ -82,3 +85,9 @@ def test_build_follows_the_decision_and_old_configs_still_force_it(monkeypatch, 
     assert old.gradient_checkpointing is True
     model, _ = build(old, "cpu", "fp32", log=lines.append)
     assert recompute_is_on(model.encoder) is True and len(lines) == 2  # forced: nothing to decide
+
+
+def test_cpu_free_memory_is_what_is_available_now_not_what_was_installed():
+    free = memory.device_memory_gib("cpu")
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    assert free is not None and 0 < free <= total
