@@ -79,11 +79,14 @@ class PrefModel(nn.Module):
 
     def head_input(self, a: torch.Tensor, b: torch.Tensor | None, fa: torch.Tensor | None,
                    fb: torch.Tensor | None) -> torch.Tensor:
-        """siamese: [a, b, a-b, a*b, fa, fb, fa-fb]; cross: [h, fa, fb, fa-fb]."""
+        """siamese: [a, b, a-b, a*b, fa, fb, fa-fb]; cross: [h, fa, fb, fa-fb]. In the head's
+        dtype: a quantised base's pooled states come out fp32 (peft upcasts its norms and
+        embeddings) while prediction may hold the head in bf16/fp16."""
         parts = [a, b, a - b, a * b] if b is not None else [a]
         if self.use_style:
             parts += [fa, fb, fa - fb]
-        return torch.cat([p.to(a.dtype) for p in parts], dim=-1)
+        dtype = next(self.head.parameters()).dtype
+        return torch.cat([p.to(dtype) for p in parts], dim=-1)
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Pooled vector per row, computed in length chunks (rows are right-padded,
