@@ -75,7 +75,8 @@ def main() -> None:
     def logits(recs):
         enc = encode_pairs(recs, tok, arch="cross", max_len=args.max_len, prompt_budget=cfg.prompt_budget,
                            both_orders=True, judge=True)
-        out = predict_on_devices(model, enc, devices=["cpu"], precision=precision, budget=args.max_tokens)
+        out = predict_on_devices(model, enc, devices=["cpu"], precision=precision, budget=args.max_tokens,
+                                 progress=True)
         return out.ab, out.ba, enc.labels, out.real_tokens
 
     t1 = time.perf_counter()

