@@ -1,7 +1,7 @@
 """Zero-shot LM-head judge vs the class prior on prompt-grouped slices of a labelled file.
 
     python scripts/zero_shot_vs_prior.py --model smollm2-135m-instruct --data ../shared/data/real_pairs_dev.csv \
-        --n 300 --calib 150 --max-len 512
+        --n 200 --calib 100 --max-len 256 --max-tokens 2048      # the README's figures
 
 Prompt groups are shuffled with --seed; the first groups make the SCORED rows (about --n),
 the next ones the CALIBRATION rows (about --calib): the temperature and the class prior
