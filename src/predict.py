@@ -8,6 +8,7 @@
     python -m src.predict --fit-weights --run runs/a --run runs/b --out weights.json
     python -m src.predict --run runs/a --run runs/b --weights weights.json --data test.csv --out sub.csv
     python -m src.predict --run runs/gemma-lora --load-in-8bit --data test.csv --out sub.csv   # 2xT4: 8-bit base
+    python -m src.predict --zero-shot --model smollm2-135m-instruct --calibrate-on labelled.csv --data test.csv --out sub.csv
 
 Every id of --data gets a row, in input order: rows that cannot be parsed get
 the class prior and are listed in the report (<out stem>_report.json). With
@@ -69,6 +70,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--data-parallel", action=argparse.BooleanOptionalAction, default=True,
                     help="with --device auto/cuda, use every visible GPU [default: on]")
     add_quantization_args(ap)
+    ap.add_argument("--zero-shot", action="store_true",
+                    help="no trained run: the base decoder --model judges with its LM head (answer tokens A/B/tie "
+                         "after the judge prompt, both orders averaged)")
+    ap.add_argument("--model", help="with --zero-shot: the base decoder (alias, hub id or folder)")
+    ap.add_argument("--calibrate-on", metavar="CSV",
+                    help="with --zero-shot: labelled rows to fit one temperature on; they must share no id or "
+                         "prompt with --data [default: none, T = 1]")
     ap.add_argument("--report", help="JSON report path [default: <out stem>_report.json]")
     ap.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                     help="progress bar [default: when stderr is a terminal]")
@@ -76,6 +84,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.fit_weights:
         if not args.run or not args.out:
             ap.error("--fit-weights needs --run DIR (two or more) and --out weights.json")
+    elif args.zero_shot:
+        if args.run or args.pseudo_label or not args.model or not args.data or not args.out:
+            ap.error("--zero-shot needs --model NAME, --data FILE and --out FILE (no --run, no --pseudo-label)")
     elif args.check is None:
         if not args.run:
             ap.error("--run DIR is required (or --check SUBMISSION)")
@@ -134,9 +145,17 @@ def main(argv: list[str] | None = None) -> int:
             from .pref.inference.pseudo_label import pseudo_label_file
             pseudo_label_file(args.run, args.data, args.pseudo_label, min_confidence=args.min_confidence,
                               weights=w, temperature=t, **kw)
+        runs = [zero_shot()] if args.zero_shot else args.run
         if args.out:
-            predict_file(args.run, args.data, args.out, weights=w, report_path=args.report,
+            predict_file(runs, args.data, args.out, weights=w, report_path=args.report,
                          ensemble_temperature=t, **kw)
+
+    def zero_shot():
+        from .data.arena import read_pairs
+        from .pref.inference.zero_shot import DEFAULT_MAX_LEN, zero_shot_run
+        cal = read_pairs(args.calibrate_on).records if args.calibrate_on else None
+        return zero_shot_run(args.model, calibrate=cal, scored=read_pairs(args.data).records,
+                             max_len=args.max_len or DEFAULT_MAX_LEN, device=args.device, precision=args.precision)
 
     def fit() -> None:
         from .pref.inference.ensemble_weights import fit_runs

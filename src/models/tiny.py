@@ -150,7 +150,7 @@ TINY_DECODERS: dict[str, dict] = {
     "tiny-gemma2": dict(specials=["<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>"],
                         bos="<bos>", eos="<eos>", pad="<pad>", add_bos=True, template=_GEMMA_TEMPLATE),
 }
-TINY_VERSION = 1  # bump when a builder changes, so no stale cached folder is reused
+TINY_VERSION = 2  # bump when a builder changes, so no stale cached folder is reused
 _built: dict[str, str] = {}
 
 
@@ -165,8 +165,10 @@ def build_family_tokenizer(name: str, vocab_size: int = 384, model_max_length: i
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=fam["specials"], show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(default_corpus() + ["user assistant model system which response is better"],
-                            trainer)
+    # the judge's answers, repeated so the BPE learns "tie" as one token: --head lm needs
+    # single-token answers (pref/modeling/lm_head.py), as real tokenizers have them
+    tok.train_from_iterator(default_corpus() + ["user assistant model system which response is better"]
+                            + ["Which is better: A, B, or tie?\ntie\n tie"] * 200, trainer)
     if fam["add_bos"]:
         bos_id = tok.token_to_id(fam["bos"])
         tok.post_processor = processors.TemplateProcessing(

@@ -132,7 +132,8 @@ def write_prior(run_dir: Path, labels: np.ndarray) -> np.ndarray:
 
 def build_pref_model(encoder, cfg: PrefConfig) -> PrefModel:
     return PrefModel(encoder, arch=cfg.arch, pooling=cfg.pooling, head_hidden=cfg.head_hidden,
-                     dropout=cfg.head_dropout, style=cfg.style_features, chunks=cfg.length_chunks)
+                     dropout=cfg.head_dropout, style=cfg.style_features, chunks=cfg.length_chunks,
+                     head=getattr(cfg, "head", "mlp"))
 
 
 def load_config(path: str | os.PathLike) -> PrefConfig:
@@ -150,7 +151,7 @@ def init_from_run(model: PrefModel, path: str | os.PathLike, cfg: PrefConfig) ->
     except FileNotFoundError as e:
         raise UsageError(f"--init-from {e}") from None
     src = load_config(folder)
-    for name in ("arch", "pooling", "head_hidden", "style_features"):
+    for name in ("arch", "pooling", "head_hidden", "style_features", "head"):
         if getattr(src, name) != getattr(cfg, name):
             raise UsageError(f"--init-from {path}: its {name} is {getattr(src, name)!r}, this run's is {getattr(cfg, name)!r}")
     from .modeling import adapters

@@ -80,6 +80,9 @@ class PrefConfig:
     prompt_budget: int = knob(64, "max tokens of each prompt turn (siamese) / of the prompt (cross)", low=1)
     keep: str = knob("last", "which turns survive when a conversation overflows: last | first",
                      choices=["last", "first"])
+    head: str = knob("mlp", "mlp (a fresh classification head) | lm (decoders, --arch cross: the LM head's logits of "
+                            "the answer tokens A/B/tie after the judge prompt: rows at the base lr, a bias at --head-lr-mult; "
+                            "pref/modeling/lm_head.py)", choices=["mlp", "lm"])
     head_hidden: int = knob(256, "hidden units of the head MLP", low=1)
     head_dropout: float = knob(0.1, "dropout in the head", low=0, high=1, high_open=True)
     head_lr_mult: float = knob(20.0, "head learning rate = lr * this (a fresh head learns faster than the encoder)",
@@ -121,5 +124,7 @@ class PrefConfig:
         validate(self)
         if self.folds and self.fold >= self.folds:
             raise UsageError(f"fold must be in -1..{self.folds - 1} for --folds {self.folds}, got {self.fold}")
+        if self.head == "lm" and self.arch != "cross":
+            raise UsageError("--head lm reads the verdict after the judge prompt of --arch cross: add --arch cross")
         if not self.folds and self.fold != -1:
             raise UsageError(f"fold {self.fold} needs --folds K (K-fold by prompt group)")

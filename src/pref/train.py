@@ -79,6 +79,10 @@ def build(cfg: PrefConfig, device: str = "cpu", precision: str = "fp32", log=pri
                                  compute_dtype=torch_dtype(precision))
         model = build_pref_model(b.model, cfg)
         model.lr_multipliers = lr_multipliers(model, cfg.head_lr_mult, cfg.lora_lr_mult)
+        if cfg.head == "lm":
+            from .modeling.lm_head import init_answer_head, lr_multipliers_lm
+            init_answer_head(model, b.path, b.tokenizer)
+            model.lr_multipliers = lr_multipliers_lm(model.lr_multipliers, cfg.head_lr_mult)
         tokenizer = b.tokenizer
     else:
         encoder, tokenizer = load_encoder(cfg.model, trust_remote_code=cfg.trust_remote_code)
@@ -136,6 +140,9 @@ def check_before_work(cfg: PrefConfig) -> None:
     enc_cfg = encoder_config(cfg.model, trust_remote_code=cfg.trust_remote_code)
     check_precision(choice.precision, enc_cfg.model_type)  # a local Gemma-2 folder of any name
     check_padding_free(cfg, enc_cfg, choice.device)
+    if cfg.head == "lm":
+        from .modeling.lm_head import check_decoder
+        check_decoder(enc_cfg, cfg.model)
     check_max_len(enc_cfg, cfg.max_len, what=f"--model {cfg.model}")
 
 
@@ -162,7 +169,8 @@ def train_split(cfg: PrefConfig, records: list[PairRecord], train_idx: list[int]
     rows = training_rows(cfg, records, train_idx, val_idx, run_dir, extras, main_process=accelerator.is_main_process)
     train_records, select_records, val_records = rows.train, rows.select, rows.val
     model, tokenizer = build(cfg, choice.device, choice.precision, log=accelerator.print)
-    enc_kw = dict(arch=cfg.arch, max_len=cfg.max_len, prompt_budget=cfg.prompt_budget, keep=cfg.keep)
+    enc_kw = dict(arch=cfg.arch, max_len=cfg.max_len, prompt_budget=cfg.prompt_budget, keep=cfg.keep,
+                  judge=cfg.head == "lm")
     train_enc = encode_pairs(train_records, tokenizer, both_orders=cfg.swap_aug, **enc_kw)
     val_enc = encode_pairs(val_records, tokenizer, both_orders=cfg.swap_aug, **enc_kw)
     select_enc = encode_pairs(select_records, tokenizer, both_orders=cfg.swap_aug, **enc_kw) if select_records else None

@@ -102,13 +102,16 @@ def normalise(p: np.ndarray) -> np.ndarray:
 def predict_runs(run_dirs: Sequence[Path], records: list[PairRecord], *, weights: Sequence[float] | None = None,
                  log: Callable[[str], None] = lambda s: None, **predict_kw) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """(ensembled probabilities (n, 3), ensembled prior (3,), per-run stats), one model in memory at a time.
+    A LoadedRun in `run_dirs` (a zero-shot judge: inference/zero_shot.py) is used as it is.
     NaN rows where a run's output was not finite even in fp32."""
     if weights is not None and len(weights) != len(run_dirs):
         raise ValueError(f"{len(weights)} weights for {len(run_dirs)} runs ({', '.join(map(str, run_dirs))})")
     per_run, priors, run_stats = [], [], []
     for k, path in enumerate(run_dirs):
+        name = path.path if isinstance(path, LoadedRun) else path
         if records:
-            run = load_run(path, quantize=predict_kw.get("quantize"), device=predict_kw.get("device", "auto"),
+            run = path if isinstance(path, LoadedRun) else load_run(
+                           path, quantize=predict_kw.get("quantize"), device=predict_kw.get("device", "auto"),
                            precision=predict_kw.get("precision", "auto"),
                            data_parallel=predict_kw.get("data_parallel", True))
             pred = predict_records(run, records, **predict_kw)
@@ -117,15 +120,15 @@ def predict_runs(run_dirs: Sequence[Path], records: list[PairRecord], *, weights
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             s = pred.stats
-            log(f"[predict] run {k + 1}/{len(run_dirs)} {path}: {s['rows']} rows in "
+            log(f"[predict] run {k + 1}/{len(run_dirs)} {name}: {s['rows']} rows in "
                 f"{s['seconds_tokenize'] + s['seconds_model']:.1f}s ({s['rows_per_s']:.1f} rows/s; model "
                 f"{s['model_rows_per_s']:.1f} rows/s), pad fraction {s['pad_fraction']:.3f}, "
                 f"{','.join(s['devices'])} {s['precision']}, tta {'on' if s['tta'] else 'off'}")
             per_run.append(pred.probs)
             run_stats.append(pred.stats)
         else:
-            prior, source = run_prior(path)
-            run_stats.append({"run": str(path), "rows": 0})
+            prior, source = (path.prior, path.prior_source) if isinstance(path, LoadedRun) else run_prior(path)
+            run_stats.append({"run": str(name), "rows": 0})
         priors.append(prior)
         run_stats[-1]["prior"] = np.round(prior, 6).tolist()
         run_stats[-1]["prior_source"] = source

@@ -144,7 +144,8 @@ def predict_file(runs: Sequence[str | os.PathLike], data: str | os.PathLike, out
     rows = input_rows(result)
     scan = scan_file_ids(data)
     lost = lost_ids(result, scan)
-    run_dirs = expand_runs(runs)
+    from .ensemble import LoadedRun
+    run_dirs = [r for r in runs if isinstance(r, LoadedRun)] or expand_runs(runs)  # a zero-shot judge, or run dirs
     records = result.records
     probs, prior, run_stats = predict_runs(run_dirs, records, weights=weights, log=log, device=device,
                                            precision=precision, tta=tta, max_len=max_len, batch_size=batch_size,

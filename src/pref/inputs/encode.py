@@ -162,9 +162,10 @@ class PairEncoding:
 
 
 def encode_pairs(records: list[PairRecord], tokenizer, *, arch: str, max_len: int, prompt_budget: int,
-                 keep: str = "last", both_orders: bool = True) -> PairEncoding:
-    """The classifier's input for `records`, built the same way in training and prediction."""
-    if arch == "cross" and getattr(tokenizer, "chat_template", None):
+                 keep: str = "last", both_orders: bool = True, judge: bool = False) -> PairEncoding:
+    """The classifier's input for `records`, built the same way in training and prediction.
+    `judge`: the judge prompt even without a chat template (--head lm needs its question)."""
+    if arch == "cross" and (judge or getattr(tokenizer, "chat_template", None)):
         # decoders with a chat template read one judge turn (pref/inputs/judge.py); prompt_budget caps each prompt turn
         from .judge import JudgeBudget, JudgeEncoder
         ids = JudgeEncoder(tokenizer).encode_records(records, JudgeBudget(max_len, prompt_turn_cap=prompt_budget,

@@ -1,7 +1,7 @@
 """The judge sequence of `--arch cross` on a decoder: one chat turn asking which response is better.
 
     <template prefix> Which response better answers the user? ... <prompt> ... </prompt>
-    <response_a> ... </response_a> <response_b> ... </response_b> Answer A, B or tie. <template suffix>
+    <response_a> ... </response_a> <response_b> ... </response_b> Which is better: A, B, or tie? Answer with one word. <template suffix or "Answer:">
 
 rendered through the tokenizer's chat template (as one user message with the
 generation prompt, so the last token, the one `last` pooling reads, is where the
@@ -28,7 +28,10 @@ from ...errors import UsageError
 INSTRUCTION = ("Which response better answers the user's conversation below? "
                "Judge helpfulness, correctness and style.\n")
 OPEN = {"p": "<prompt>\n", "a": "\n</prompt>\n<response_a>\n", "b": "\n</response_a>\n<response_b>\n"}
-QUESTION = "\n</response_b>\nWhich is better: A, B, or a tie?"
+QUESTION = "\n</response_b>\nWhich is better: A, B, or tie? Answer with one word."
+# Without a chat template the plain text ends on this cue, so the next token is the
+# answer (--head lm reads the logits of "A" / "B" / "tie" there: modeling/lm_head.py).
+PLAIN_ANSWER_CUE = "\nAnswer:"
 TURN_SEP = "\n---\n"
 _SLOT = "\x00JUDGE\x00"
 
@@ -43,13 +46,18 @@ class JudgeBudget:
 
 def template_parts(tokenizer) -> tuple[str, str]:
     """(text before, text after) the user message in the chat template (with the
-    generation prompt); ("", "") when the tokenizer has no template."""
+    generation prompt); ("", PLAIN_ANSWER_CUE) when the tokenizer has no template."""
     if not getattr(tokenizer, "chat_template", None):
-        return "", ""
+        return "", PLAIN_ANSWER_CUE
     text = tokenizer.apply_chat_template([{"role": "user", "content": _SLOT}], tokenize=False,
                                          add_generation_prompt=True)
     before, after = text.split(_SLOT)
     return before, after
+
+
+def answer_context(tokenizer) -> str:
+    """The text the judge sequence ends with (where the verdict's first token follows)."""
+    return QUESTION + template_parts(tokenizer)[1]
 
 
 class JudgeEncoder:

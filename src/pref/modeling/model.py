@@ -22,6 +22,7 @@ from torch import nn
 from .backbone import check_pooling, hidden_states, hidden_states_packed, is_decoder_config, pool  # noqa: F401
 from .backbone import hidden_size as backbone_hidden_size
 from ..inputs.features import N_FEATURES
+from .lm_head import AnswerHead, check_decoder, final_softcap
 
 
 def length_chunks(attention_mask: torch.Tensor, k: int) -> list[tuple[torch.Tensor, int]]:
@@ -47,11 +48,18 @@ def padded_tokens(attention_mask: torch.Tensor, k: int) -> int:
 
 class PrefModel(nn.Module):
     def __init__(self, encoder: nn.Module, *, arch: str = "siamese", pooling: str = "mean",
-                 head_hidden: int = 256, dropout: float = 0.1, style: bool = True, chunks: int = 4):
+                 head_hidden: int = 256, dropout: float = 0.1, style: bool = True, chunks: int = 4,
+                 head: str = "mlp"):
         super().__init__()
         if arch not in ("siamese", "cross"):
             raise ValueError(f"arch must be siamese or cross, got {arch!r}")
         self.decoder = is_decoder_config(encoder.config)
+        self.head_kind = head
+        if head == "lm":  # the LM's answer-token logits read one hidden state: no style features
+            check_decoder(encoder.config, type(encoder).__name__)
+            if arch != "cross" or pooling not in ("auto", "last"):
+                raise ValueError("head 'lm' reads the judge sequence's last token: arch cross, pooling last")
+            style = False
         if pooling == "auto":
             pooling = "last" if self.decoder else "mean"
         check_pooling(pooling, self.decoder)
@@ -62,8 +70,11 @@ class PrefModel(nn.Module):
                 p.requires_grad_(False)      # DDP does not wait for gradients that never come
         hidden = backbone_hidden_size(encoder.config)
         self.head_in = (4 * hidden if arch == "siamese" else hidden) + (3 * N_FEATURES if style else 0)
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.head_in, head_hidden), nn.GELU(),
-                                  nn.Dropout(dropout), nn.Linear(head_hidden, 3))
+        if head == "lm":  # three rows of the LM head, filled by lm_head.init_answer_head (or a checkpoint)
+            self.head = AnswerHead(hidden, final_softcap(encoder.config))
+        else:
+            self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.head_in, head_hidden), nn.GELU(),
+                                      nn.Dropout(dropout), nn.Linear(head_hidden, 3))
         # Standardisation of the style features, fitted on the training split and saved with the weights.
         self.register_buffer("style_mean", torch.zeros(N_FEATURES))
         self.register_buffer("style_std", torch.ones(N_FEATURES))
