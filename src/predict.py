@@ -4,6 +4,7 @@
     python -m src.predict --run runs/f0 --run runs/f1 --weights 0.6,0.4 --data test.csv --out sub.csv
     python -m src.predict --run runs/cv5 --data val.csv --out val_pred.csv      # a K-fold run dir: all folds
     python -m src.predict --check submission.csv --data test.csv
+    python -m src.predict --check submission.csv --data test.csv --task binary   # WSDM: id,winner
     python -m src.predict --run runs/cv5 --data pool.csv --pseudo-label pool_pl.csv --min-confidence 0.5
     python -m src.predict --fit-weights --run runs/a --run runs/b --out weights.json
     python -m src.predict --run runs/a --run runs/b --weights weights.json --data test.csv --out sub.csv
@@ -55,6 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="fit non-negative ensemble weights + one temperature on the runs' out-of-fold "
                          "predictions (rows must match) and write them to --out (weights.json)")
     ap.add_argument("--check", metavar="SUBMISSION", help="validate this submission against --data instead of predicting")
+    ap.add_argument("--task", choices=["arena3", "binary"],
+                    help="with --check: the submission schema to check (binary: WSDM id,winner) [default: arena3]; "
+                         "predicting takes the task from the runs' config (a --task that differs is refused)")
     ap.add_argument("--weights", type=_weights, help="comma-separated ensemble weights, one per run (default equal), "
                                                     "or a weights.json from --fit-weights (weights + temperature)")
     ap.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
@@ -103,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     found: list[str] = []
 
     def check() -> None:
-        found.extend(check_submission(args.check, args.data))
+        found.extend(check_submission(args.check, args.data, task=args.task or "arena3"))
         for line in found:
             print(line)
         if not found:
@@ -136,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                               weights=w, temperature=t, **kw)
         if args.out:
             predict_file(args.run, args.data, args.out, weights=w, report_path=args.report,
-                         ensemble_temperature=t, **kw)
+                         ensemble_temperature=t, task=args.task, **kw)
 
     def fit() -> None:
         from .pref.inference.ensemble_weights import fit_runs

@@ -70,6 +70,10 @@ class PrefConfig:
     model: str = knob("minilm", "encoder: alias (minilm, distilbert, deberta-v3-small, deberta-v3-base, "
                                 "roberta-base) or HF id / local folder")
     data: str = knob("", "training CSV/JSONL (Kaggle arena schema); empty = synthetic demo data")
+    task: str = knob("arena3", "arena3 (A/B/tie, log loss: LMSYS) | binary (A/B, accuracy + log loss, submission "
+                               "id,winner: WSDM Cup 2025); src/data/tasks.py", choices=["arena3", "binary"])
+    ties: str = knob("drop", "binary task: tie rows in training are dropped or trained as soft 0.5/0.5 (never scored)",
+                     choices=["drop", "soft"])
     out: str = knob("", "run directory (default runs/<model>-<time>)")
     arch: str = knob("siamese", "siamese (shared encoder per side) | cross (prompt+A+B in one sequence)",
                      choices=["siamese", "cross"])
