@@ -203,3 +203,45 @@ def test_binary_check_names_a_bad_winner_and_a_missing_id(test_file, tmp_path):
     path.write_text("id,winner\n0,model_a\n1,tie\n2,model_b\n3,model_a\n4,model_b\n")
     problems = check_submission(path, test_file, task="binary")
     assert problems == ["row 2 (id 1): winner='tie', expected model_a or model_b", f"id 5 from {test_file} is missing"]
+
+
+# --- end to end (trains MiniLM on 150 synthetic rows for one epoch) -----------------------
+
+@pytest.mark.slow
+def test_binary_run_end_to_end(tmp_path, capsys):
+    from src.data.synthetic import make_rows, to_binary, write_csv
+    from src.pref.config import PrefConfig
+    from src.pref.train import run
+    df = to_binary(make_rows(240, seed=11), seed=11)
+    assert len(df) >= 190
+    train, test = tmp_path / "train.csv", tmp_path / "test.csv"
+    write_csv(df.iloc[:150], train)
+    write_csv(df.iloc[150:190], test, schema="test")
+    cfg = PrefConfig(model="minilm", data=str(train), out=str(tmp_path / "run"), epochs=1, max_len=64,
+                     prompt_budget=16, batch_size=16, progress=False, seed=0, task="binary")
+    m = run(cfg)
+    assert m["task"] == "binary" and 0.0 <= m["val_binary_accuracy"] <= 1.0
+    assert {"val_binary_log_loss", "val_binary_accuracy_uncalibrated", "val_binary_log_loss_uncalibrated"} <= set(m)
+    assert sum(v["rows"] for v in m["per_language"].values()) == m["n_val"]
+    report = json.loads((tmp_path / "run" / "data_report.json").read_text())
+    assert report["task"]["task"] == "binary" and report["task"]["ties_dropped"] == 0  # to_binary dropped them
+    out = tmp_path / "sub.csv"
+    assert predict_main(["--run", str(tmp_path / "run"), "--data", str(test), "--out", str(out), "--no-progress"]) == 0
+    assert out.read_text().splitlines()[0] == "id,winner"
+    assert predict_main(["--check", str(out), "--data", str(test), "--task", "binary"]) == 0
+    assert predict_main(["--check", str(out), "--data", str(test)]) == 1  # arena3 by default
+    # predicting with a --task the runs were not trained for is one line, exit 2, nothing written
+    other = tmp_path / "other.csv"
+    assert predict_main(["--run", str(tmp_path / "run"), "--data", str(test), "--out", str(other),
+                         "--task", "arena3", "--no-progress"]) == 2
+    assert not other.exists()
+    assert "trained with --task binary" in capsys.readouterr().err
+    # labelled rows: the report carries the binary figures per language
+    labelled = tmp_path / "val.csv"
+    write_csv(df.iloc[150:190], labelled)
+    rep = predict_main(["--run", str(tmp_path / "run"), "--data", str(labelled), "--out", str(tmp_path / "v.csv"),
+                        "--no-progress"])
+    assert rep == 0
+    r = json.loads((tmp_path / "v_report.json").read_text())
+    assert r["task"] == "binary" and r["metrics"]["binary"]["rows"] == 40
+    assert sum(v["rows"] for v in r["metrics"]["per_language"].values()) == 40

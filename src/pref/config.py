@@ -82,8 +82,10 @@ class PrefConfig:
     max_len: int = knob(256, "token budget per sequence (per side for siamese)", low=MIN_MAX_LEN,
                         why="below that a sequence holds little but its prompt/response markers")
     prompt_budget: int = knob(64, "max tokens of each prompt turn (siamese) / of the prompt (cross)", low=1)
-    keep: str = knob("last", "which turns survive when a conversation overflows: last | first",
-                     choices=["last", "first"])
+    keep: str = knob("last", "which turns survive when a conversation overflows: last | first | head_tail "
+                             "(every segment keeps its start and end around ' ... ', budgets in proportion to "
+                             "segment lengths; pref/inputs/truncate.py)",
+                     choices=["last", "first", "head_tail"])
     head_hidden: int = knob(256, "hidden units of the head MLP", low=1)
     head_dropout: float = knob(0.1, "dropout in the head", low=0, high=1, high_open=True)
     head_lr_mult: float = knob(20.0, "head learning rate = lr * this (a fresh head learns faster than the encoder)",
