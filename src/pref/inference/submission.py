@@ -142,7 +142,8 @@ def predict_file(runs: Sequence[str | os.PathLike], data: str | os.PathLike, out
                  precision: str = "auto", max_len: int | None = None, batch_size: int | None = None,
                  max_tokens: int | None = None, data_parallel: bool = True, report_path: str | os.PathLike | None = None,
                  progress: bool = False, log: Callable[[str], None] | None = print,
-                 ensemble_temperature: float = 1.0, quantize: str | None = None, task: str | None = None) -> dict:
+                 ensemble_temperature: float = 1.0, quantize: str | None = None, task: str | None = None,
+                 tta_budget_minutes: float | None = None) -> dict:
     """Write `out` (id + three probabilities for every id of `data`, in input order; `id,winner`
     when the runs were trained with --task binary) and a JSON report next to it; returns the report."""
     log = log or (lambda s: None)
@@ -161,7 +162,9 @@ def predict_file(runs: Sequence[str | os.PathLike], data: str | os.PathLike, out
     probs, prior, run_stats = predict_runs(run_dirs, records, weights=weights, log=log, device=device,
                                            precision=precision, tta=tta, max_len=max_len, batch_size=batch_size,
                                            max_tokens=max_tokens, data_parallel=data_parallel, progress=progress,
-                                           quantize=quantize)
+                                           quantize=quantize,
+                                           **({} if tta_budget_minutes is None else
+                                              {"tta_budget_minutes": tta_budget_minutes}))
     if ensemble_temperature != 1.0:  # from a weights file fitted on OOF (predict --fit-weights)
         from .ensemble_weights import temper
         probs = temper(probs, ensemble_temperature)
@@ -206,6 +209,9 @@ def predict_file(runs: Sequence[str | os.PathLike], data: str | os.PathLike, out
         "ensemble_temperature": ensemble_temperature,
         "tta": tta, "seconds": time.perf_counter() - t_start, "task": task,
     }
+    if tta and tta_budget_minutes is not None:  # gated swap TTA (inference/tta.py): how far the budget went
+        report["tta_budget_minutes"] = tta_budget_minutes
+        report["tta_rows_both_orders"] = [s.get("tta_rows_both_orders", 0) for s in run_stats]
     if records and run_stats:
         real = sum(s.get("real_tokens", 0) for s in run_stats)
         padded = sum(s.get("padded_tokens", 0) for s in run_stats)
@@ -302,8 +308,8 @@ def check_submission(path: str | os.PathLike, data: str | os.PathLike, *, max_pe
             other = "binary" if task == "arena3" else "arena3"
             looks = f" (that is the {other} task's header)" if header == list(
                 BINARY_HEADER if other == "binary" else SUBMISSION_HEADER) else ""
-            add("header", f"header is {','.join(header)!r}, expected {','.join(expected_header)!r} "
-                          f"for task {task}{looks}")
+            named = f" for task {task}{looks}" if task != "arena3" or looks else ""  # arena3's line as before
+            add("header", f"header is {','.join(header)!r}, expected {','.join(expected_header)!r}{named}")
             if any(c not in header for c in expected_header):
                 missing = [c for c in expected_header if c not in header]
                 return [*problems["header"], f"cannot check rows: column(s) {', '.join(missing)} missing"]
