@@ -57,6 +57,9 @@ class DistillSettings:
                              low=0)
     distill_cos: float = knob(0.0, "weight of 1 - cos(teacher, student probabilities); 1st place LMSYS used "
                                    "ce 0.2, kl 0.4, cos 0.4", low=0)
+    privileged: list[str] = knob([], "teacher runs only: fields the model reads that students never see: model "
+                                     "(model_a/model_b names, per side), language, source, or a data column "
+                                     "(pref/inputs/privileged.py)")
     teacher: str = knob("", "run dir whose predictions are the teacher probabilities (its OOF rows where it has "
                             "them, else predicted), cached in the run dir")
 

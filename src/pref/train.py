@@ -165,7 +165,8 @@ def train_split(cfg: PrefConfig, records: list[PairRecord], train_idx: list[int]
     rows = training_rows(cfg, records, train_idx, val_idx, run_dir, extras, main_process=accelerator.is_main_process)
     train_records, select_records, val_records = rows.train, rows.select, rows.val
     model, tokenizer = build(cfg, choice.device, choice.precision, log=accelerator.print)
-    enc_kw = dict(arch=cfg.arch, max_len=cfg.max_len, prompt_budget=cfg.prompt_budget, keep=cfg.keep)
+    enc_kw = dict(arch=cfg.arch, max_len=cfg.max_len, prompt_budget=cfg.prompt_budget, keep=cfg.keep,
+                  privileged=cfg.privileged)
     train_enc = encode_pairs(train_records, tokenizer, both_orders=cfg.swap_aug, **enc_kw)
     val_enc = encode_pairs(val_records, tokenizer, both_orders=cfg.swap_aug, **enc_kw)
     select_enc = encode_pairs(select_records, tokenizer, both_orders=cfg.swap_aug, **enc_kw) if select_records else None

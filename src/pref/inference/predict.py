@@ -268,7 +268,7 @@ def predict_records(run, records: list[PairRecord], *, device: str = "auto", pre
                              deadline=tta_deadline, progress=progress, quant=quant)
     t0 = time.perf_counter()
     enc = encode_pairs(records, run.tokenizer, arch=cfg.arch, max_len=max_len, prompt_budget=cfg.prompt_budget,
-                       keep=cfg.keep, both_orders=tta)
+                       keep=cfg.keep, both_orders=tta, privileged=cfg.privileged)
     t1 = time.perf_counter()
     budget = token_budget(cfg, max_len=max_len, batch_size=batch_size, max_tokens=max_tokens, both_orders=tta)
     out = predict_on_devices(model, enc, devices=devices, precision=prec, budget=budget, both_orders=tta,

@@ -92,7 +92,8 @@ def predict_gated(run, records, stats: dict, *, devices: list[str], precision: s
     from .predict import RunPrediction, predict_on_devices, replica
     cfg, model = run.cfg, run.model
     t0 = time.perf_counter()
-    kw = dict(arch=cfg.arch, max_len=max_len, prompt_budget=cfg.prompt_budget, keep=cfg.keep, both_orders=False)
+    kw = dict(arch=cfg.arch, max_len=max_len, prompt_budget=cfg.prompt_budget, keep=cfg.keep, both_orders=False,
+              privileged=cfg.privileged)
     enc = encode_pairs(records, run.tokenizer, **kw)
     enc_swapped = encode_pairs([swap(r) for r in records], run.tokenizer, **kw)
     t1 = time.perf_counter()

@@ -22,6 +22,7 @@ cannot keep the last turns of a multi-turn chat or budget segments separately.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -195,18 +196,25 @@ class PairEncoding:
 
 
 def encode_pairs(records: list[PairRecord], tokenizer, *, arch: str, max_len: int, prompt_budget: int,
-                 keep: str = "last", both_orders: bool = True) -> PairEncoding:
-    """The classifier's input for `records`, built the same way in training and prediction."""
+                 keep: str = "last", both_orders: bool = True, privileged: Sequence[str] = ()) -> PairEncoding:
+    """The classifier's input for `records`, built the same way in training and prediction.
+    `privileged`: fields only a teacher run reads (inputs/privileged.py); a student's is empty."""
+    style = features_matrix(records)  # from the records as read, privileged fields or not
+    if privileged:
+        from .privileged import with_privileged
+        text_records = [with_privileged(r, privileged) for r in records]
+    else:
+        text_records = records
     if arch == "cross" and getattr(tokenizer, "chat_template", None):
         # decoders with a chat template read one judge turn (pref/inputs/judge.py); prompt_budget caps each prompt turn
         from .judge import JudgeBudget, JudgeEncoder
-        ids = JudgeEncoder(tokenizer).encode_records(records, JudgeBudget(max_len, prompt_turn_cap=prompt_budget,
+        ids = JudgeEncoder(tokenizer).encode_records(text_records, JudgeBudget(max_len, prompt_turn_cap=prompt_budget,
                                                                           keep=keep), both_orders=both_orders)
     else:
-        ids = encode_sequences(records, tokenizer, Budget(max_len, prompt_budget, keep), arch, swapped_too=both_orders)
+        ids = encode_sequences(text_records, tokenizer, Budget(max_len, prompt_budget, keep), arch, swapped_too=both_orders)
     labels = np.array([-1 if r.label is None else r.label for r in records], dtype=np.int64)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     labelled = [r for r in records if r.label is not None or r.target is not None]
     targets = targets_matrix(records).astype(np.float32) if len(labelled) == len(records) and records else None
     teachers = teachers_matrix(records).astype(np.float32) if any(r.teacher is not None for r in records) else None
-    return PairEncoding(arch, ids, features_matrix(records), labels, pad, targets, teachers)
+    return PairEncoding(arch, ids, style, labels, pad, targets, teachers)
