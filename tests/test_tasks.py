@@ -221,6 +221,9 @@ def test_binary_run_end_to_end(tmp_path, capsys):
                      prompt_budget=16, batch_size=16, progress=False, seed=0, task="binary")
     m = run(cfg)
     assert m["task"] == "binary" and 0.0 <= m["val_binary_accuracy"] <= 1.0
+    assert m["val_binary_error"] == pytest.approx(1.0 - m["val_binary_accuracy"])  # a sweep's binary metric
+    evals = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert any("val_binary_error" in e for e in evals if e.get("kind") == "eval")  # pruning sees it per eval
     assert {"val_binary_log_loss", "val_binary_accuracy_uncalibrated", "val_binary_log_loss_uncalibrated"} <= set(m)
     assert sum(v["rows"] for v in m["per_language"].values()) == m["n_val"]
     report = json.loads((tmp_path / "run" / "data_report.json").read_text())
