@@ -30,7 +30,7 @@ def _rec(rid, p, a, b, ma, mb, lang):
                       label=0)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(words, words, words, names, names, names, names, st.sampled_from(["siamese", "cross"]))
 def test_student_ids_do_not_depend_on_privileged_fields(tok, p, a, b, ma, mb, ma2, mb2, arch):
     r1, r2 = _rec("1", p, a, b, ma, mb, "en"), _rec("1", p, a, b, ma2, mb2, "xx")
@@ -43,7 +43,7 @@ def test_student_ids_do_not_depend_on_privileged_fields(tok, p, a, b, ma, mb, ma
         assert t1.ids != t2.ids  # the teacher does read them
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(words, words, words, names, names, st.sampled_from(["siamese", "cross"]))
 def test_teacher_input_mirrors_exactly(tok, p, a, b, ma, mb, arch):
     r = _rec("1", p, a, b, ma, mb, "en")

@@ -58,7 +58,7 @@ def minilm_tok():
     return AutoTokenizer.from_pretrained(resolve_model("minilm"))
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(st.integers(1, 3), st.data(), st.sampled_from([32, 48, 96]), st.sampled_from(["siamese", "cross"]))
 def test_encoder_sequences_mirror_exactly_and_fit(minilm_tok, turns, data, max_len, arch):
     p = [data.draw(words) for _ in range(turns)]
@@ -90,7 +90,7 @@ def test_long_answer_keeps_its_start_and_end_only_with_head_tail(minilm_tok, arc
 TOKS = {n: build_family_tokenizer(n) for n in ("tiny-llama", "tiny-qwen2")}
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(st.sampled_from(list(TOKS)), st.integers(1, 3), st.data(), st.sampled_from([8, 60, 300]))
 def test_judge_head_tail_mirrors_exactly_and_fits(name, turns, data, extra):
     tok = TOKS[name]
