@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from src.errors import UsageError
 from src.pref.modeling.average import average_state_dicts
-from tests.fixtures_pref import tiny_run, write_test_csv  # noqa: F401  (session fixture)
+from tests.fixtures_pref import write_test_csv  # tiny_run: the session fixture in conftest.py
 
 
 @settings(max_examples=50, deadline=None)

@@ -21,8 +21,8 @@ words = st.text(alphabet="abcdefgh ijk.?", min_size=0, max_size=120)
 @pytest.fixture(scope="module")
 def tok():
     from transformers import AutoTokenizer
-    from src.pref.registry import resolve_model
-    return AutoTokenizer.from_pretrained(resolve_model("minilm"))
+    from src.models import resolve
+    return AutoTokenizer.from_pretrained(resolve("minilm"))
 
 
 def _rec(rid, p, a, b, ma, mb, lang):

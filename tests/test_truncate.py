@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from src.data.records import PairRecord
-from src.gen.tiny import build_family_tokenizer
+from src.models.tiny import build_family_tokenizer
 from src.pref.inputs.encode import encode_pairs
 from src.pref.inputs.judge import JudgeBudget, JudgeEncoder
 from src.pref.inputs.truncate import head_tail, proportional_budgets
@@ -54,8 +54,8 @@ def _rec(rid, p, a, b):
 @pytest.fixture(scope="module")
 def minilm_tok():
     from transformers import AutoTokenizer
-    from src.pref.registry import resolve_model  # the embedded MiniLM's folder, offline
-    return AutoTokenizer.from_pretrained(resolve_model("minilm"))
+    from src.models import resolve  # the embedded MiniLM's folder, offline
+    return AutoTokenizer.from_pretrained(resolve("minilm"))
 
 
 @settings(max_examples=25, deadline=None)

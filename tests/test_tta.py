@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from src.pref.inference.calibration import average_probs
 from src.pref.inference.tta import combine, confidence, gated_swap
-from tests.fixtures_pref import tiny_run, write_test_csv  # noqa: F401  (session fixture)
+from tests.fixtures_pref import write_test_csv  # tiny_run: the session fixture in conftest.py
 
 
 class FakeClock:
