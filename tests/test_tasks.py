@@ -166,7 +166,7 @@ def test_binary_metrics_by_hand_and_per_language():
 # --- submission schemas ----------------------------------------------------------------
 
 @pytest.fixture()
-def test_file(tmp_path):
+def wsdm_test_file(tmp_path):
     rows = [wsdm_row(i) for i in range(6)]
     for r in rows:
         del r["winner"]
@@ -178,7 +178,7 @@ def _probs(n, seed=0):
     return p
 
 
-def test_binary_submission_passes_check_and_the_other_schema_fails_both_ways(test_file, tmp_path, capsys):
+def test_binary_submission_passes_check_and_the_other_schema_fails_both_ways(wsdm_test_file, tmp_path, capsys):
     ids = [str(i) for i in range(6)]
     p = _probs(6)
     binary, arena = tmp_path / "binary.csv", tmp_path / "arena.csv"
@@ -186,23 +186,23 @@ def test_binary_submission_passes_check_and_the_other_schema_fails_both_ways(tes
     arena.write_text(format_submission(ids, p, "arena3"))
     rows = list(csv.reader(io.StringIO(binary.read_text())))
     assert rows[0] == ["id", "winner"] and [r[1] for r in rows[1:]] == binary_winners(p)
-    assert check_submission(binary, test_file, task="binary") == []
-    assert check_submission(arena, test_file, task="arena3") == []
-    wrong = check_submission(arena, test_file, task="binary")
+    assert check_submission(binary, wsdm_test_file, task="binary") == []
+    assert check_submission(arena, wsdm_test_file, task="arena3") == []
+    wrong = check_submission(arena, wsdm_test_file, task="binary")
     assert len(wrong) == 2 and "expected 'id,winner' for task binary" in wrong[0] and "arena3 task's header" in wrong[0]
-    wrong = check_submission(binary, test_file, task="arena3")
+    wrong = check_submission(binary, wsdm_test_file, task="arena3")
     assert "for task arena3" in wrong[0] and "binary task's header" in wrong[0]
     # the CLI: exit 0 / 1, one line per problem
-    assert predict_main(["--check", str(binary), "--data", str(test_file), "--task", "binary"]) == 0
-    assert predict_main(["--check", str(arena), "--data", str(test_file), "--task", "binary"]) == 1
+    assert predict_main(["--check", str(binary), "--data", str(wsdm_test_file), "--task", "binary"]) == 0
+    assert predict_main(["--check", str(arena), "--data", str(wsdm_test_file), "--task", "binary"]) == 1
     assert "expected 'id,winner'" in capsys.readouterr().out
 
 
-def test_binary_check_names_a_bad_winner_and_a_missing_id(test_file, tmp_path):
+def test_binary_check_names_a_bad_winner_and_a_missing_id(wsdm_test_file, tmp_path):
     path = tmp_path / "s.csv"
     path.write_text("id,winner\n0,model_a\n1,tie\n2,model_b\n3,model_a\n4,model_b\n")
-    problems = check_submission(path, test_file, task="binary")
-    assert problems == ["row 2 (id 1): winner='tie', expected model_a or model_b", f"id 5 from {test_file} is missing"]
+    problems = check_submission(path, wsdm_test_file, task="binary")
+    assert problems == ["row 2 (id 1): winner='tie', expected model_a or model_b", f"id 5 from {wsdm_test_file} is missing"]
 
 
 # --- end to end (trains MiniLM on 150 synthetic rows for one epoch) -----------------------
