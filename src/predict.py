@@ -4,8 +4,10 @@
     python -m src.predict --run runs/f0 --run runs/f1 --weights 0.6,0.4 --data test.csv --out sub.csv
     python -m src.predict --run runs/cv5 --data val.csv --out val_pred.csv      # a K-fold run dir: all folds
     python -m src.predict --check submission.csv --data test.csv
+    python -m src.predict --check submission.csv --data test.csv --task binary   # WSDM: id,winner
     python -m src.predict --run runs/cv5 --data pool.csv --pseudo-label pool_pl.csv --min-confidence 0.5
     python -m src.predict --fit-weights --run runs/a --run runs/b --out weights.json
+    python -m src.predict --average-folds runs/cv5-avg --run runs/cv5      # K fold runs -> one model
     python -m src.predict --run runs/a --run runs/b --weights weights.json --data test.csv --out sub.csv
     python -m src.predict --run runs/gemma-lora --load-in-8bit --data test.csv --out sub.csv   # 2xT4: 8-bit base
     python -m src.predict --zero-shot --model smollm2-135m-instruct --calibrate-on labelled.csv --data test.csv --out sub.csv
@@ -55,11 +57,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--fit-weights", action="store_true",
                     help="fit non-negative ensemble weights + one temperature on the runs' out-of-fold "
                          "predictions (rows must match) and write them to --out (weights.json)")
+    ap.add_argument("--average-folds", metavar="OUT_DIR",
+                    help="average the --run fold runs (a K-fold run dir, or several runs of one config) into one "
+                         "model written as the run dir OUT_DIR; predict with --run OUT_DIR (src/pref/modeling/average.py)")
     ap.add_argument("--check", metavar="SUBMISSION", help="validate this submission against --data instead of predicting")
+    ap.add_argument("--task", choices=["arena3", "binary"],
+                    help="with --check: the submission schema to check (binary: WSDM id,winner) [default: arena3]; "
+                         "predicting takes the task from the runs' config (a --task that differs is refused)")
     ap.add_argument("--weights", type=_weights, help="comma-separated ensemble weights, one per run (default equal), "
                                                     "or a weights.json from --fit-weights (weights + temperature)")
     ap.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
                     help="average with the A/B-swapped pass [default: on]")
+    ap.add_argument("--tta-budget-minutes", type=float, metavar="M",
+                    help="gated swap TTA: every row in the A-first order, then the B-first order on the least "
+                         "confident rows (|P(A)-P(B)| smallest) until M minutes from the start are spent (shared "
+                         "among the runs); the report says how many rows got both orders [default: full TTA]")
     ap.add_argument("--batch-size", type=int, help="rows of full length per batch (shorter rows pack more) "
                                                    "[default: the run's eval_max_tokens token budget]")
     ap.add_argument("--max-tokens", type=int, help="padded tokens per batch (overrides --batch-size)")
@@ -81,7 +93,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                     help="progress bar [default: when stderr is a terminal]")
     args = ap.parse_args(argv)
-    if args.fit_weights:
+    if args.average_folds:
+        if not args.run or args.data or args.out or args.check or args.fit_weights:
+            ap.error("--average-folds OUT_DIR needs --run (the fold runs) and nothing else")
+    elif args.fit_weights:
         if not args.run or not args.out:
             ap.error("--fit-weights needs --run DIR (two or more) and --out weights.json")
     elif args.zero_shot:
@@ -100,6 +115,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error("--check validates an existing file: leave out --run and --out")
     if (args.load_in_4bit or args.load_in_8bit) and (args.check is not None or args.fit_weights):
         ap.error("--load-in-4bit/--load-in-8bit are for predicting with adapter runs, not --check or --fit-weights")
+    if args.tta_budget_minutes is not None and (args.tta_budget_minutes < 0 or not args.tta):
+        ap.error("--tta-budget-minutes must be >= 0, with --tta (the default)")
     for name in ("batch_size", "max_tokens", "max_len"):
         v = getattr(args, name)
         if v is not None and v <= 0:
@@ -114,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     found: list[str] = []
 
     def check() -> None:
-        found.extend(check_submission(args.check, args.data))
+        found.extend(check_submission(args.check, args.data, task=args.task or "arena3"))
         for line in found:
             print(line)
         if not found:
@@ -148,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = [zero_shot()] if args.zero_shot else args.run
         if args.out:
             predict_file(runs, args.data, args.out, weights=w, report_path=args.report,
-                         ensemble_temperature=t, **kw)
+                         ensemble_temperature=t, task=args.task, tta_budget_minutes=args.tta_budget_minutes, **kw)
 
     def zero_shot():
         from .data.arena import read_pairs
@@ -166,9 +183,16 @@ def main(argv: list[str] | None = None) -> int:
               f"on {fw.n_rows} shared OOF rows: log loss {fw.oof_log_loss:.4f} in-sample (fitted on these rows), "
               f"{cf} cross-fitted, {fw.equal_weights_log_loss:.4f} with equal weights")
 
+    def average() -> None:
+        from .pref.modeling.average import average_runs
+        summary = average_runs(args.run, args.average_folds)
+        print(f"[average] {args.average_folds}: {len(summary['averaged_from'])} runs averaged "
+              f"(temperature {summary['temperature']:.3f}, the mean of the folds'); {summary['note']}")
+
     def body() -> None:
         try:
-            (check if args.check is not None else fit if args.fit_weights else predict)()
+            (average if args.average_folds else check if args.check is not None
+             else fit if args.fit_weights else predict)()
         except ValueError as e:  # a data file the reader refuses, weights that do not match the runs
             raise e if isinstance(e, UsageError) else UsageError(str(e)) from e
 

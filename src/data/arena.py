@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from .records import LABEL_NAMES, PairRecord, response_counts
 from .targets import TEACHER_NAMES, label_kinds, parse_teacher, parse_winner
+from .tasks import BINARY_HEADER
 from .rows import (DEFAULT_MAX_CELL_CHARS, DataError, Quarantined, RowError, check_cells, check_file,
                    is_jsonl_path, iter_csv_records, iter_jsonl_objects, open_text, sniff_delimiter, stable_hash)
 
@@ -65,6 +66,7 @@ class ReadResult:
             "labels": dict(sorted(Counter(r.label for r in self.records if r.label is not None).items())),
             "label_kinds": label_kinds(self.records),
             "responses": response_counts(self.records),
+            "languages": dict(Counter(r.language for r in self.records if r.language).most_common()),
             "quarantined_rows": [q.__dict__ for q in self.quarantine[:max_listed]],
         }
 
@@ -98,6 +100,28 @@ def parse_turns(cell: str, column: str) -> list[str]:
 def parse_label(row: dict[str, str]) -> tuple[int | None, tuple[float, float, float] | None]:
     """(hard label, None) for one-hot winner columns, (None, soft target) for probabilities."""
     return parse_winner(LABEL_NAMES, [row.get(n) or "" for n in LABEL_NAMES])
+
+
+# WSDM Cup 2025 (and the raw LMSYS arena dump) label a row with one `winner` cell.
+WINNER_COLUMN = BINARY_HEADER[1]
+WINNER_WORDS = {"model_a": 0, "model_b": 1, "tie": 2, "tie (bothbad)": 2}
+
+
+def parse_winner_word(cell: str) -> int:
+    """The class of a `winner` cell (model_a / model_b / tie / tie (bothbad)); RowError otherwise."""
+    word = (cell or "").strip().lower()
+    if word not in WINNER_WORDS:
+        raise RowError("bad_winner", f"winner={cell.strip()[:40]!r} is not one of {', '.join(WINNER_WORDS)}")
+    return WINNER_WORDS[word]
+
+
+def parse_language(cell: str | None) -> str | None:
+    """A non-empty language name; RowError when the file has the column but this row's cell is empty
+    (an unknown language would silently join no per-language figure)."""
+    lang = (cell or "").strip()
+    if not lang:
+        raise RowError("missing_language", "the language column is empty for this row")
+    return lang
 
 
 def _plausible_row(header: list[str]) -> "Callable[[list[str]], bool]":
@@ -137,6 +161,11 @@ def iter_arena_csv(path: Path, max_cell_chars: int) -> Iterator[PairRecord | Qua
     with open_text(path) as f:
         header, delimiter = read_csv_header(path, f)
         has_labels = any(n in header for n in LABEL_NAMES)
+        has_winner = WINNER_COLUMN in header
+        if has_labels and has_winner:
+            raise DataError(f"{path}: has both a '{WINNER_COLUMN}' column and {', '.join(LABEL_NAMES)}: "
+                            "one label format per file (WSDM winner=model_a/model_b, or Kaggle's one-hot columns)")
+        has_language = "language" in header
         if has_labels and not all(n in header for n in LABEL_NAMES):
             absent = [n for n in LABEL_NAMES if n not in header]
             raise DataError(f"{path}: has some winner columns but not {', '.join(absent)}")
@@ -146,7 +175,8 @@ def iter_arena_csv(path: Path, max_cell_chars: int) -> Iterator[PairRecord | Qua
             raise DataError(f"{path}: has some teacher columns but not {', '.join(absent)}")
         seen: set[str] = set()
         id_col = header.index("id")
-        known = REQUIRED_COLUMNS + LABEL_NAMES + TEACHER_NAMES + ("model_a", "model_b", "source")
+        known = REQUIRED_COLUMNS + LABEL_NAMES + TEACHER_NAMES + ("model_a", "model_b", "source", WINNER_COLUMN,
+                                                                  "language")
         extra_columns = [k for k in header if k not in known]  # once per file, not per row
         row_no = 0
         for rec in iter_csv_records(f, n_cols=len(header), delimiter=delimiter, plausible=_plausible_row(header)):
@@ -175,6 +205,9 @@ def iter_arena_csv(path: Path, max_cell_chars: int) -> Iterator[PairRecord | Qua
                     raise RowError("duplicate_id", f"id {rid} already seen earlier in the file")
                 turns = {c: parse_turns(row[c], c) for c in TEXT_COLUMNS}
                 label, target = parse_label(row) if has_labels else (None, None)
+                if has_winner:
+                    label = parse_winner_word(row[WINNER_COLUMN])
+                language = parse_language(row["language"]) if has_language else None
                 teacher = parse_teacher([row[n] for n in TEACHER_NAMES]) if has_teacher else None
             except RowError as e:
                 yield Quarantined(row_no, rid or None, e.reason, e.detail)
@@ -193,6 +226,7 @@ def iter_arena_csv(path: Path, max_cell_chars: int) -> Iterator[PairRecord | Qua
                 model_b=row.get("model_b") or None,
                 source=row.get("source") or None,
                 extra=extra,
+                language=language,
             )
 
 
@@ -265,6 +299,8 @@ def jsonl_object_to_record(obj: dict, rid: str) -> PairRecord:
                 raise RowError("bad_field", f"field '{k}' must be a string or a list of strings")
             turns[k] = [t or "" for t in v]
         label, target = None, None
+        if ("label" in obj or "winner" in obj) and any(n in obj for n in LABEL_NAMES):
+            raise RowError("mixed_label_formats", f"has both a label/winner field and {', '.join(LABEL_NAMES)}")
         if "label" in obj or "winner" in obj:
             raw = str(obj.get("label", obj.get("winner"))).strip().lower()
             raw = raw[:-2] if raw.endswith(".0") else raw  # 1.0 from a float column means 1
@@ -276,7 +312,8 @@ def jsonl_object_to_record(obj: dict, rid: str) -> PairRecord:
         teacher = parse_teacher([str(obj.get(n) if obj.get(n) is not None else "") for n in TEACHER_NAMES])
         return PairRecord(id=rid, prompt=turns["prompt"], response_a=turns["response_a"],
                           response_b=turns["response_b"], label=label, target=target, teacher=teacher,
-                          model_a=obj.get("model_a"), model_b=obj.get("model_b"), source=obj.get("source"))
+                          model_a=obj.get("model_a"), model_b=obj.get("model_b"), source=obj.get("source"),
+                          language=parse_language(str(obj["language"] or "")) if "language" in obj else None)
     raise RowError("unknown_shape", "expected chosen/rejected or prompt/response_a/response_b fields")
 
 

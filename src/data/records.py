@@ -32,6 +32,7 @@ class PairRecord:
     extra: dict = field(default_factory=dict)  # e.g. true probabilities of synthetic rows
     target: tuple[float, float, float] | None = None  # soft label (label is None then)
     teacher: tuple[float, float, float] | None = None  # teacher probabilities (distillation)
+    language: str | None = None  # the row's language column (WSDM); per-language metrics (data.tasks)
 
     @property
     def n_turns(self) -> int:

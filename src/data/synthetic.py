@@ -150,10 +150,25 @@ def bayes_log_loss(df: pd.DataFrame) -> float:
     return float(-np.mean(np.log(p[np.arange(len(y)), y])))
 
 
+# Languages of the binary (WSDM-style) schema: a label only (the text stays English),
+# so per-language figures have groups to count without a translation model.
+LANGUAGES = ("English", "Russian", "Chinese", "Vietnamese")
+
+
+def to_binary(df: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """WSDM Cup 2025 schema: ties dropped (its training data has none), one `winner`
+    column (model_a/model_b) instead of the one-hot columns, and a `language` column."""
+    rng = np.random.default_rng(seed + 1)
+    df = df[df["winner_tie"] == 0].copy()
+    df["winner"] = np.where(df["winner_model_a"] == 1, "model_a", "model_b")
+    df["language"] = [LANGUAGES[i] for i in rng.integers(len(LANGUAGES), size=len(df))]
+    return df.drop(columns=["winner_model_a", "winner_model_b", "winner_tie"])
+
+
 def write_csv(df: pd.DataFrame, path: str | os.PathLike, schema: str = "train") -> None:
     from ..config import atomic_write_text
     if schema == "test":
-        df = df[["id", "prompt", "response_a", "response_b"]]
+        df = df[["id", "prompt", "response_a", "response_b"] + (["language"] if "language" in df else [])]
     atomic_write_text(path, df.to_csv(index=False))
 
 
@@ -172,11 +187,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--schema", choices=["train", "test"], default="train",
                     help="test: only id, prompt, response_a, response_b (as Kaggle's test.csv)")
+    ap.add_argument("--task", choices=["arena3", "binary"], default="arena3",
+                    help="binary: WSDM Cup 2025 schema (winner=model_a/model_b, language column, ties dropped; "
+                         "--rows counts the rows drawn before the ties are dropped)")
     args = ap.parse_args(argv)
     df = make_rows(args.rows, args.seed)
+    summary = {"out": args.out, "task": args.task, "bayes_log_loss": round(bayes_log_loss(df), 4),
+               "labels": df[["winner_model_a", "winner_model_b", "winner_tie"]].sum().to_dict()}
+    if args.task == "binary":
+        df = to_binary(df, args.seed)
+        summary["labels"] = df["winner"].value_counts().to_dict()
+        del summary["bayes_log_loss"]  # the 3-class figure; scored rows here have no ties
     write_csv(df, args.out, args.schema)
-    print(json.dumps({"out": args.out, "rows": len(df), "bayes_log_loss": round(bayes_log_loss(df), 4),
-                      "labels": df[["winner_model_a", "winner_model_b", "winner_tie"]].sum().to_dict()}))
+    print(json.dumps({"rows": len(df), **summary}))
 
 
 if __name__ == "__main__":

@@ -57,6 +57,9 @@ class DistillSettings:
                              low=0)
     distill_cos: float = knob(0.0, "weight of 1 - cos(teacher, student probabilities); 1st place LMSYS used "
                                    "ce 0.2, kl 0.4, cos 0.4", low=0)
+    privileged: list[str] = knob([], "teacher runs only: fields the model reads that students never see: model "
+                                     "(model_a/model_b names, per side), language, source, or a data column "
+                                     "(pref/inputs/privileged.py)")
     teacher: str = knob("", "run dir whose predictions are the teacher probabilities (its OOF rows where it has "
                             "them, else predicted), cached in the run dir")
 
@@ -70,6 +73,10 @@ class PrefConfig:
     model: str = knob("minilm", "encoder: alias (minilm, distilbert, deberta-v3-small, deberta-v3-base, "
                                 "roberta-base) or HF id / local folder")
     data: str = knob("", "training CSV/JSONL (Kaggle arena schema); empty = synthetic demo data")
+    task: str = knob("arena3", "arena3 (A/B/tie, log loss: LMSYS) | binary (A/B, accuracy + log loss, submission "
+                               "id,winner: WSDM Cup 2025); src/data/tasks.py", choices=["arena3", "binary"])
+    ties: str = knob("drop", "binary task: tie rows in training are dropped or trained as soft 0.5/0.5 (never scored)",
+                     choices=["drop", "soft"])
     out: str = knob("", "run directory (default runs/<model>-<time>)")
     arch: str = knob("siamese", "siamese (shared encoder per side) | cross (prompt+A+B in one sequence)",
                      choices=["siamese", "cross"])
@@ -78,8 +85,10 @@ class PrefConfig:
     max_len: int = knob(256, "token budget per sequence (per side for siamese)", low=MIN_MAX_LEN,
                         why="below that a sequence holds little but its prompt/response markers")
     prompt_budget: int = knob(64, "max tokens of each prompt turn (siamese) / of the prompt (cross)", low=1)
-    keep: str = knob("last", "which turns survive when a conversation overflows: last | first",
-                     choices=["last", "first"])
+    keep: str = knob("last", "which turns survive when a conversation overflows: last | first | head_tail "
+                             "(every segment keeps its start and end around ' ... ', budgets in proportion to "
+                             "segment lengths; pref/inputs/truncate.py)",
+                     choices=["last", "first", "head_tail"])
     head: str = knob("mlp", "mlp (a fresh classification head) | lm (decoders, --arch cross: the LM head's logits of "
                             "the answer tokens A/B/tie after the judge prompt: rows at the base lr, a bias at --head-lr-mult; "
                             "pref/modeling/lm_head.py)", choices=["mlp", "lm"])

@@ -27,6 +27,7 @@ from ..config import atomic_write_text, save_yaml
 from ..data.arena import read_pairs, write_report
 from ..data.records import LABEL_NAMES, PairRecord
 from ..data.sources import limit_rows
+from ..data.tasks import per_language, task_metrics, training_records
 from ..data.split import fold_ids, train_val_split
 from ..device import DeviceChoice, check_precision, torch_dtype
 from ..engine import plots
@@ -52,10 +53,12 @@ def load_records(cfg: PrefConfig, run_dir: Path) -> list[PairRecord]:
     from ..data.synthetic import demo_csv
     path = cfg.data or str(demo_csv(cfg.demo_rows, seed=cfg.seed))
     result = read_pairs(path)
-    write_report(result, run_dir / "data_report.json")
-    records = [r for r in result.records if r.label is not None or r.target is not None]
-    if len(records) < len(result.records):
-        raise UsageError(f"{path}: {len(result.records) - len(records)} rows have no label: "
+    report = write_report(result, run_dir / "data_report.json")
+    kept, report["task"] = training_records(result.records, cfg.task, cfg.ties)  # binary: ties dropped/softened
+    atomic_write_text(run_dir / "data_report.json", json.dumps(report, indent=2) + "\n")
+    records = [r for r in kept if r.label is not None or r.target is not None]
+    if len(records) < len(kept):
+        raise UsageError(f"{path}: {len(kept) - len(records)} rows have no label: "
                          "training needs winner_model_a/winner_model_b/winner_tie (one-hot or probabilities)")
     if result.quarantine:
         print(f"[data] {path}: {len(result.quarantine)} of {result.rows} rows quarantined "
@@ -170,7 +173,7 @@ def train_split(cfg: PrefConfig, records: list[PairRecord], train_idx: list[int]
     train_records, select_records, val_records = rows.train, rows.select, rows.val
     model, tokenizer = build(cfg, choice.device, choice.precision, log=accelerator.print)
     enc_kw = dict(arch=cfg.arch, max_len=cfg.max_len, prompt_budget=cfg.prompt_budget, keep=cfg.keep,
-                  judge=cfg.head == "lm")
+                  judge=cfg.head == "lm", privileged=cfg.privileged)
     train_enc = encode_pairs(train_records, tokenizer, both_orders=cfg.swap_aug, **enc_kw)
     val_enc = encode_pairs(val_records, tokenizer, both_orders=cfg.swap_aug, **enc_kw)
     select_enc = encode_pairs(select_records, tokenizer, both_orders=cfg.swap_aug, **enc_kw) if select_records else None
@@ -207,6 +210,7 @@ def train_split(cfg: PrefConfig, records: list[PairRecord], train_idx: list[int]
         "val_log_loss_class_prior": _prior_log_loss(train_enc.targets[drawn], y),
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
+    metrics.update(_task_figures(cfg.task, val_records, probs, raw, y))
     fit_rows = (ab, ba, y)
     if select_enc is not None:  # the selection slice's own figure (in-sample for temperature and checkpoint)
         sab, sba = task.predict(best, accelerator, select_enc)
@@ -247,6 +251,20 @@ def _best_model(trained, run_dir: Path, device) -> tuple[torch.nn.Module, float]
         return trained.eval(), read_temperature(folder)
     best, _, _, temperature = load_pref_checkpoint(run_dir)
     return best.to(device), temperature
+
+
+def _task_figures(task: str, records: list[PairRecord], probs: np.ndarray, raw: np.ndarray, y: np.ndarray) -> dict:
+    """The task's metric (binary: accuracy and 2-way log loss, calibrated and not) and per-language figures."""
+    out: dict = {"task": task}
+    if task == "binary":
+        cal, unc = task_metrics(task, probs, y), task_metrics(task, raw, y)
+        out.update(val_binary_accuracy=cal["accuracy"], val_binary_log_loss=cal["log_loss"],
+                   val_binary_error=1.0 - cal["accuracy"],  # minimised by a sweep: `study: {metric: val_binary_error}`
+                   val_binary_accuracy_uncalibrated=unc["accuracy"], val_binary_log_loss_uncalibrated=unc["log_loss"])
+    langs = per_language(task, records, probs, y)
+    if langs:
+        out["per_language"] = langs
+    return out
 
 
 def _temperature_fit(ab: np.ndarray, ba: np.ndarray | None, y: np.ndarray, temperature: float, rows: str) -> dict:
@@ -363,6 +381,12 @@ def run_all_folds(cfg: PrefConfig, records: list[PairRecord], run_dir: Path, *, 
                "train_pairs_per_s": float(np.mean([m["train_pairs_per_s"] for m in per_fold])),
                "folds": cfg.folds, "cv_rows": int(hard.sum())}
     metrics["val_log_loss"] = metrics["cv_log_loss"]
+    if cfg.task == "binary":  # the OOF rows scored as the binary task (ties are not in them)
+        b = task_metrics("binary", oof[hard], y[hard])
+        metrics.update(task="binary", cv_binary_accuracy=b["accuracy"], cv_binary_log_loss=b["log_loss"])
+    langs = per_language(cfg.task, [r for r, h in zip(records, hard) if h], oof[hard], y[hard])
+    if langs:
+        metrics["per_language"] = langs
     _write_predictions(run_dir / "oof_predictions.csv", records, oof)
     atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     print(f"[cv] {cfg.folds}-fold log loss {metrics['cv_log_loss']:.4f} "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -107,8 +108,13 @@ def predict_runs(run_dirs: Sequence[Path], records: list[PairRecord], *, weights
     if weights is not None and len(weights) != len(run_dirs):
         raise ValueError(f"{len(weights)} weights for {len(run_dirs)} runs ({', '.join(map(str, run_dirs))})")
     per_run, priors, run_stats = [], [], []
+    # --tta-budget-minutes: each run's swapped pass gets an equal share of the time still left
+    tta_minutes, start = predict_kw.pop("tta_budget_minutes", None), time.monotonic()
     for k, path in enumerate(run_dirs):
         name = path.path if isinstance(path, LoadedRun) else path
+        if tta_minutes is not None:
+            left = start + 60.0 * tta_minutes - time.monotonic()
+            predict_kw["tta_deadline"] = time.monotonic() + max(left, 0.0) / (len(run_dirs) - k)
         if records:
             run = path if isinstance(path, LoadedRun) else load_run(
                            path, quantize=predict_kw.get("quantize"), device=predict_kw.get("device", "auto"),
@@ -123,7 +129,9 @@ def predict_runs(run_dirs: Sequence[Path], records: list[PairRecord], *, weights
             log(f"[predict] run {k + 1}/{len(run_dirs)} {name}: {s['rows']} rows in "
                 f"{s['seconds_tokenize'] + s['seconds_model']:.1f}s ({s['rows_per_s']:.1f} rows/s; model "
                 f"{s['model_rows_per_s']:.1f} rows/s), pad fraction {s['pad_fraction']:.3f}, "
-                f"{','.join(s['devices'])} {s['precision']}, tta {'on' if s['tta'] else 'off'}")
+                f"{','.join(s['devices'])} {s['precision']}, tta {'on' if s['tta'] else 'off'}"
+                + (f" (both orders on {s['tta_rows_both_orders']} of {s['rows']} rows, least confident first)"
+                   if s.get("tta_gated") else ""))
             per_run.append(pred.probs)
             run_stats.append(pred.stats)
         else:

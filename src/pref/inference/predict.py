@@ -241,7 +241,8 @@ class RunPrediction:
 def predict_records(run, records: list[PairRecord], *, device: str = "auto", precision: str = "auto",
                     tta: bool = True, max_len: int | None = None, batch_size: int | None = None,
                     max_tokens: int | None = None, data_parallel: bool = True,
-                    progress: bool = False, quantize: str | None = None) -> RunPrediction:
+                    progress: bool = False, quantize: str | None = None,
+                    tta_deadline: float | None = None) -> RunPrediction:
     """Probabilities of one loaded run (`ensemble.LoadedRun`) for `records`, and how they were made.
     A run loaded quantised (`run.quantization`, from `quantize`) predicts on the devices and
     in the precision it was loaded for."""
@@ -260,9 +261,15 @@ def predict_records(run, records: list[PairRecord], *, device: str = "auto", pre
                              "temperature": run.temperature, "quantization": quant.bits if quant else None}
     if not records:
         return RunPrediction(np.zeros((0, 3)), stats)
+    if tta and tta_deadline is not None:  # time-budgeted, confidence-gated swap (inference/tta.py)
+        from .tta import predict_gated
+        budget = token_budget(cfg, max_len=max_len, batch_size=batch_size, max_tokens=max_tokens, both_orders=False)
+        return predict_gated(run, records, stats, devices=devices, precision=prec, max_len=max_len, budget=budget,
+                             deadline=tta_deadline, progress=progress, quant=quant)
     t0 = time.perf_counter()
     enc = encode_pairs(records, run.tokenizer, arch=cfg.arch, max_len=max_len, prompt_budget=cfg.prompt_budget,
-                       keep=cfg.keep, both_orders=tta, judge=getattr(cfg, "head", "mlp") == "lm")
+                       keep=cfg.keep, both_orders=tta, judge=getattr(cfg, "head", "mlp") == "lm",
+                       privileged=cfg.privileged)
     t1 = time.perf_counter()
     budget = token_budget(cfg, max_len=max_len, batch_size=batch_size, max_tokens=max_tokens, both_orders=tta)
     out = predict_on_devices(model, enc, devices=devices, precision=prec, budget=budget, both_orders=tta,

@@ -26,6 +26,7 @@ import json
 import math
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -36,6 +37,7 @@ from ...config import atomic_write_text
 from ...data.arena import ReadResult, is_jsonl_path, read_pairs
 from ...data.records import LABEL_NAMES
 from ...data.rows import IdScan, scan_ids
+from ...data.tasks import BINARY_HEADER, BINARY_WINNERS, binary_winners, check_task, per_language, task_metrics
 from .calibration import floor_probs, log_loss
 from ..checkpoint import expand_runs
 from .ensemble import predict_runs
@@ -119,11 +121,16 @@ def damage(result: ReadResult, scan: IdScan) -> list[str]:
 
 # --- the whole file ----------------------------------------------------------------
 
-def format_submission(ids: Sequence[str], probs: np.ndarray) -> str:
-    """CSV text of floored probabilities; %.10g keeps each row's sum within ~1e-10 of 1."""
+def format_submission(ids: Sequence[str], probs: np.ndarray, task: str = "arena3") -> str:
+    """CSV text of floored probabilities; %.10g keeps each row's sum within ~1e-10 of 1.
+    The binary task writes WSDM's `id,winner` (model_a / model_b) instead."""
     probs = floor_probs(np.asarray(probs, dtype=np.float64).reshape(-1, 3))
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
+    if task == "binary":
+        w.writerow(BINARY_HEADER)
+        w.writerows(zip(ids, binary_winners(probs)))
+        return buf.getvalue()
     w.writerow(SUBMISSION_HEADER)
     for rid, p in zip(ids, probs):
         w.writerow([rid, f"{p[0]:.10g}", f"{p[1]:.10g}", f"{p[2]:.10g}"])
@@ -135,22 +142,30 @@ def predict_file(runs: Sequence[str | os.PathLike], data: str | os.PathLike, out
                  precision: str = "auto", max_len: int | None = None, batch_size: int | None = None,
                  max_tokens: int | None = None, data_parallel: bool = True, report_path: str | os.PathLike | None = None,
                  progress: bool = False, log: Callable[[str], None] | None = print,
-                 ensemble_temperature: float = 1.0, quantize: str | None = None) -> dict:
-    """Write `out` (id + three probabilities for every id of `data`, in input order)
-    and a JSON report next to it; returns the report."""
+                 ensemble_temperature: float = 1.0, quantize: str | None = None, task: str | None = None,
+                 tta_budget_minutes: float | None = None) -> dict:
+    """Write `out` (id + three probabilities for every id of `data`, in input order; `id,winner`
+    when the runs were trained with --task binary) and a JSON report next to it; returns the report."""
     log = log or (lambda s: None)
     t_start = time.perf_counter()
+    from .ensemble import LoadedRun
+    run_dirs = [r for r in runs if isinstance(r, LoadedRun)] or expand_runs(runs)  # a zero-shot judge, or run dirs
+    trained_for = runs_task(run_dirs)  # before reading data: runs of two tasks are refused at once
+    if task is not None and task != trained_for:
+        from ...errors import UsageError
+        raise UsageError(f"--task {task}, but the runs were trained with --task {trained_for}")
+    task = trained_for
     result = read_pairs(data)
     rows = input_rows(result)
     scan = scan_file_ids(data)
     lost = lost_ids(result, scan)
-    from .ensemble import LoadedRun
-    run_dirs = [r for r in runs if isinstance(r, LoadedRun)] or expand_runs(runs)  # a zero-shot judge, or run dirs
     records = result.records
     probs, prior, run_stats = predict_runs(run_dirs, records, weights=weights, log=log, device=device,
                                            precision=precision, tta=tta, max_len=max_len, batch_size=batch_size,
                                            max_tokens=max_tokens, data_parallel=data_parallel, progress=progress,
-                                           quantize=quantize)
+                                           quantize=quantize,
+                                           **({} if tta_budget_minutes is None else
+                                              {"tta_budget_minutes": tta_budget_minutes}))
     if ensemble_temperature != 1.0:  # from a weights file fitted on OOF (predict --fit-weights)
         from .ensemble_weights import temper
         probs = temper(probs, ensemble_temperature)
@@ -183,7 +198,7 @@ def predict_file(runs: Sequence[str | os.PathLike], data: str | os.PathLike, out
                                             "another row (an unclosed quote?)"})
     ids = expected_ids(result, scan)
     matrix = np.array([chosen[i] for i in ids]).reshape(-1, 3)
-    atomic_write_text(out, format_submission(ids, matrix))
+    atomic_write_text(out, format_submission(ids, matrix, task))
 
     report: dict[str, Any] = {
         "data": str(data), "out": str(out), "rows_read": result.rows, "rows_parsed": len(records),
@@ -193,8 +208,11 @@ def predict_file(runs: Sequence[str | os.PathLike], data: str | os.PathLike, out
         "rows_without_id": no_id, "duplicate_id_rows": duplicates,
         "runs": run_stats, "weights": None if weights is None else list(map(float, weights)),
         "ensemble_temperature": ensemble_temperature,
-        "tta": tta, "seconds": time.perf_counter() - t_start,
+        "tta": tta, "seconds": time.perf_counter() - t_start, "task": task,
     }
+    if tta and tta_budget_minutes is not None:  # gated swap TTA (inference/tta.py): how far the budget went
+        report["tta_budget_minutes"] = tta_budget_minutes
+        report["tta_rows_both_orders"] = [s.get("tta_rows_both_orders", 0) for s in run_stats]
     if records and run_stats:
         real = sum(s.get("real_tokens", 0) for s in run_stats)
         padded = sum(s.get("padded_tokens", 0) for s in run_stats)
@@ -207,6 +225,13 @@ def predict_file(runs: Sequence[str | os.PathLike], data: str | os.PathLike, out
         report["metrics"] = {"rows": int(ok.sum()), "log_loss": log_loss(floor_probs(probs[ok]), y[ok]),
                              "accuracy": float((probs[ok].argmax(1) == y[ok]).mean()),
                              "log_loss_prior": log_loss(np.tile(prior, (int(ok.sum()), 1)), y[ok])}
+        if task == "binary":  # the competition's figures: A/B renormalised, tie rows not scored
+            report["metrics"]["binary"] = task_metrics(task, probs, y)
+        langs = per_language(task, records, probs, y)
+        if langs:
+            report["metrics"]["per_language"] = langs
+    elif any(r.language for r in records):  # no labels: per-language row counts still
+        report["languages"] = dict(Counter(r.language or "unknown" for r in records).most_common())
     report_path = Path(report_path) if report_path else default_report_path(out)
     atomic_write_text(report_path, json.dumps(report, indent=2) + "\n")
     report["report"] = str(report_path)
@@ -230,6 +255,18 @@ def predict_file(runs: Sequence[str | os.PathLike], data: str | os.PathLike, out
     return report
 
 
+def runs_task(run_dirs: Sequence[Path]) -> str:
+    """The task every run was trained for (config.yaml `task`; older runs: arena3); an
+    ensemble of runs trained for different tasks is refused."""
+    from ..checkpoint import load_config
+    from ...errors import UsageError
+    tasks = {str(getattr(d, "path", d)): (d.cfg if hasattr(d, "cfg") else load_config(d)).task for d in run_dirs}
+    if len(set(tasks.values())) > 1:
+        raise UsageError("the runs were trained for different tasks: "
+                         + ", ".join(f"{d} ({t})" for d, t in tasks.items()) + "; ensemble runs of one task")
+    return next(iter(tasks.values()), "arena3")
+
+
 def default_report_path(out: str | os.PathLike) -> Path:
     out = Path(out)
     return out.with_name(out.stem + "_report.json")
@@ -238,12 +275,14 @@ def default_report_path(out: str | os.PathLike) -> Path:
 # --- checking a submission -----------------------------------------------------------
 
 def check_submission(path: str | os.PathLike, data: str | os.PathLike, *, max_per_kind: int = 20,
-                     tolerance: float = SUM_TOLERANCE) -> list[str]:
+                     tolerance: float = SUM_TOLERANCE, task: str = "arena3") -> list[str]:
     """One line per problem (empty list = valid): header, every id of `data`
     exactly once (the ids of the parse and of the independent `scan_ids`),
-    probabilities numeric, finite, in [0, 1], rows summing to 1; and none while
-    `data` has rows the parse lost.
+    probabilities numeric, finite, in [0, 1], rows summing to 1 (task binary:
+    `id,winner` with model_a / model_b); and none while `data` has rows the parse lost.
     At most `max_per_kind` lines per kind of problem, then a count of the rest."""
+    check_task(task)
+    expected_header = BINARY_HEADER if task == "binary" else SUBMISSION_HEADER
     result, scan = read_pairs(data), scan_file_ids(data)
     expected = expected_ids(result, scan)
     problems: dict[str, list[str]] = {}
@@ -266,12 +305,16 @@ def check_submission(path: str | os.PathLike, data: str | os.PathLike, *, max_pe
         except csv.Error as e:
             return [f"{path}: header is not valid CSV ({e})"]
         header = [h.strip() for h in header]
-        if header != list(SUBMISSION_HEADER):
-            add("header", f"header is {','.join(header)!r}, expected {','.join(SUBMISSION_HEADER)!r}")
-            if any(c not in header for c in SUBMISSION_HEADER):
-                missing = [c for c in SUBMISSION_HEADER if c not in header]
+        if header != list(expected_header):
+            other = "binary" if task == "arena3" else "arena3"
+            looks = f" (that is the {other} task's header)" if header == list(
+                BINARY_HEADER if other == "binary" else SUBMISSION_HEADER) else ""
+            named = f" for task {task}{looks}" if task != "arena3" or looks else ""  # arena3's line as before
+            add("header", f"header is {','.join(header)!r}, expected {','.join(expected_header)!r}{named}")
+            if any(c not in header for c in expected_header):
+                missing = [c for c in expected_header if c not in header]
                 return [*problems["header"], f"cannot check rows: column(s) {', '.join(missing)} missing"]
-        col = {c: header.index(c) for c in SUBMISSION_HEADER}
+        col = {c: header.index(c) for c in expected_header}
         wanted = set(expected)
         first_row: dict[str, int] = {}
         line = 0
@@ -300,6 +343,11 @@ def check_submission(path: str | os.PathLike, data: str | os.PathLike, *, max_pe
                 first_row[rid] = line
                 if rid not in wanted:
                     add("unknown", f"row {line}: id {rid} is not in {data}")
+            if task == "binary":
+                winner = cells[col["winner"]].strip()
+                if winner not in BINARY_WINNERS:
+                    add("winner", f"row {line} (id {rid}): winner={winner!r}, expected {' or '.join(BINARY_WINNERS)}")
+                continue
             values = []
             for name in LABEL_NAMES:
                 raw = cells[col[name]].strip()

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from ...data.records import PairRecord
 from ...errors import UsageError
+from .truncate import CUT_MARK, clip_chars, head_tail, proportional_budgets
 
 INSTRUCTION = ("Which response better answers the user's conversation below? "
                "Judge helpfulness, correctness and style.\n")
@@ -73,6 +74,7 @@ class JudgeEncoder:
         self.mid_a, self.mid_b = enc(OPEN["a"]), enc(OPEN["b"])
         self.tail = enc(QUESTION + after)
         self.sep = enc(TURN_SEP)
+        self.cut_mark = enc(CUT_MARK)
         self.fixed = len(self.head) + len(self.mid_a) + len(self.mid_b) + len(self.tail)
 
     def _enc(self, s: str) -> list[int]:
@@ -87,6 +89,13 @@ class JudgeEncoder:
 
     def assemble(self, p: list[list[int]], a: list[list[int]], b: list[list[int]], budget: JudgeBudget) -> list[int]:
         room = self.room(budget)
+        if budget.keep == "head_tail":  # shares in proportion to the segments' lengths (truncate.py)
+            p_ids = head_tail(self._flat([head_tail(t, budget.prompt_turn_cap, self.cut_mark) for t in p]),
+                              room, self.cut_mark)
+            segs = [p_ids, self._flat(a), self._flat(b)]
+            kp, ka, kb = proportional_budgets([len(x) for x in segs], room)
+            cp, ca, cb = (head_tail(x, k, self.cut_mark) for x, k in zip(segs, (kp, ka, kb)))
+            return self.head + cp + self.mid_a + ca + self.mid_b + cb + self.tail
         sp, sa, sb = budget.shares
         tot = sp + sa + sb
         p_ids = self._segment(p, int(room * sp / tot), prompt=True, budget=budget)
@@ -100,6 +109,13 @@ class JudgeEncoder:
             ka = kb = each
         return (self.head + p_ids + self.mid_a + self._segment(a, ka, False, budget) + self.mid_b
                 + self._segment(b, kb, False, budget) + self.tail)
+
+    def _flat(self, turns: list[list[int]]) -> list[int]:
+        """Turns joined by the turn separator, as `_segment` joins them."""
+        out: list[int] = []
+        for j, t in enumerate(turns):
+            out += (self.sep if j else []) + t
+        return out
 
     def _seg_len(self, turns: list[list[int]], budget: JudgeBudget) -> int:
         return sum(len(t) for t in turns) + len(self.sep) * max(len(turns) - 1, 0)
@@ -136,7 +152,10 @@ class JudgeEncoder:
         max_chars = budget.max_len * 12  # what cannot survive the token budget is cut before tokenising
         for r in records:
             spans.append((len(texts), len(r.prompt), len(r.response_a), len(r.response_b)))
-            texts += [t[-max_chars:] for t in r.prompt] + [t[:max_chars] for t in r.response_a + r.response_b]
+            if budget.keep == "head_tail":
+                texts += [clip_chars(t, max_chars) for t in r.prompt + r.response_a + r.response_b]
+            else:
+                texts += [t[-max_chars:] for t in r.prompt] + [t[:max_chars] for t in r.response_a + r.response_b]
         ids = self.tok(texts, add_special_tokens=False)["input_ids"] if texts else []
         out: dict[str, list[list[int]]] = {"ab": []}
         if both_orders:
