@@ -43,13 +43,16 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, GenCo
 
 def main(argv: list[str] | None = None) -> int:
     from .errors import UsageError, run_cli
-    from .gen.train import merge, run
 
     def body() -> None:
         try:
             args, cfg = parse_args(argv)
         except ValueError as e:  # a config value out of range, an unknown YAML field
             raise UsageError(str(e)) from None
+        from .models import check_name
+        if cfg is not None:
+            check_name(cfg.model)  # a typo ('tiy') is did-you-mean before torch/transformers/peft import
+        from .gen.train import merge, run
         if cfg is None:
             merge(args.merge, args.out)
         else:

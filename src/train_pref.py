@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> None:
         try:
             cfg, resume = parse_args(argv)  # every flag checked before torch, data or model are touched
+            from .models import check_name
+            check_name(cfg.model)  # a typo is did-you-mean before torch/transformers/peft import (~10-60 s here)
             if parse_args.extra["plan"]:
                 from .pref.modeling.memplan import plan, plan_input_from_config
                 print(plan(plan_input_from_config(cfg)).text())

@@ -256,3 +256,16 @@ def test_two_processes_converting_at_once_leave_one_complete_cache(tmp_path):
     assert {t.strip().splitlines()[-1] for t in texts} == {str(tmp_path / ALIAS)}
     assert cache_problem(tmp_path / ALIAS, ALIAS) is None
     assert sorted(p.name for p in tmp_path.iterdir()) == [ALIAS, f"{ALIAS}.lock"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cli, name, meant", [("src.train_pref", "minlm", "minilm"), ("src.train_gen", "tiy", "tiny")])
+def test_cli_typo_is_refused_before_torch_is_imported(cli, name, meant):
+    """Before: 48 s of hub retries (train_pref) or '--data is required' (train_gen); the check
+    now runs before torch / transformers / peft are imported (40-70 s on this loaded box)."""
+    code = (f"import sys, runpy; sys.argv = ['x', '--model', '{name}']\n"
+            f"try:\n    runpy.run_module('{cli}', run_name='__main__')\n"
+            "except SystemExit as e:\n    print('rc', e.code, 'torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "rc 2 False", out.stderr[-500:]
+    assert f"did you mean '{meant}'?" in out.stderr and len(out.stderr.strip().splitlines()) == 1
