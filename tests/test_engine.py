@@ -89,8 +89,11 @@ def test_batch_plans_cover_every_row_once_and_shards_line_up(n, bs, seed, epoch,
     shards = [shard(plan, r, world) for r in range(world)]
     assert len({len(s) for s in shards}) == 1  # DDP ranks step together
     grouped = pad_fraction(lengths, plan)
+    # With a handful of batches a random plan can beat sorting by luck: lengths 1, 50, 51, 100, 101 in
+    # pairs sort into [1, 50] [51, 100] [101] while [50, 51] [100, 101] [1] pads almost nothing. From a
+    # few batches on, grouping wins against the random plan of the same seed.
     assert grouped <= pad_fraction(lengths, plan_batches(lengths, bs, seed=seed, epoch=epoch, group_size=1)) + 1e-9 \
-        or n <= bs
+        or n < 4 * bs
 
 
 def test_inference_batches_respect_the_token_budget():
