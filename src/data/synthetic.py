@@ -151,7 +151,7 @@ def bayes_log_loss(df: pd.DataFrame) -> float:
 
 
 def write_csv(df: pd.DataFrame, path: str | os.PathLike, schema: str = "train") -> None:
-    from ..config import atomic_write_text
+    from ..files import atomic_write_text
     if schema == "test":
         df = df[["id", "prompt", "response_a", "response_b"]]
     atomic_write_text(path, df.to_csv(index=False))
