@@ -34,7 +34,6 @@ import difflib
 import functools
 import math
 import os
-import tempfile
 import types
 import typing
 from pathlib import Path
@@ -43,6 +42,7 @@ from typing import Any, TypeVar
 import yaml
 
 from .errors import UsageError
+from .files import atomic_write_text, write_yaml  # noqa: F401 (atomic_write_text: older imports)
 
 T = TypeVar("T")
 
@@ -439,20 +439,19 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write to a temp file in the same folder, then rename: never half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_yaml(cfg: Any, path: str | os.PathLike, header: str = "") -> None:
-    body = yaml.safe_dump(to_dict(cfg) if dataclasses.is_dataclass(cfg) else cfg, sort_keys=False)
-    atomic_write_text(path, (header + "\n" if header else "") + body)
+    """A config as YAML, without the knobs that belong to one invocation (`knob(..., invocation=True)`):
+    resuming with a run's config.yaml must not, e.g., stop again after --stop-after-steps N."""
+    write_yaml(run_config(cfg) if dataclasses.is_dataclass(cfg) else cfg, path, header)
+
+
+def run_config(cfg: Any) -> dict[str, Any]:
+    """`to_dict(cfg)` without the invocation knobs: the config of the run itself."""
+    out = dataclasses.asdict(cfg)
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.metadata.get("invocation"):
+            del out[f.name]
+        elif dataclasses.is_dataclass(value):
+            out[f.name] = run_config(value)
+    return out

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .config import atomic_write_text
+from .files import atomic_write_text
 from .errors import UsageError
 
 

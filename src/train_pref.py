@@ -22,13 +22,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[PrefConfig, bool]:
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--config", help="YAML of PrefConfig fields (e.g. configs/pref/minilm.yaml or a run's config.yaml)")
     ap.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    ap.add_argument("--overwrite", action="store_true", help="replace the run that --out already holds")
     ap.add_argument("--plan", action="store_true", help="print the memory plan of this configuration and exit")
     ap.add_argument("--merge", metavar="RUN", help="fold a LoRA run's adapters into its base: writes RUN/merged/")
     add_config_args(ap, PrefConfig)
     args = ap.parse_args(argv)
     if args.resume and not args.out and not args.config:
         ap.error("--resume needs --out RUN_DIR (or --config RUN_DIR/config.yaml)")
-    parse_args.extra = {"plan": args.plan, "merge": args.merge}
+    parse_args.extra = {"plan": args.plan, "merge": args.merge, "overwrite": args.overwrite}
     return resolve(PrefConfig, args.config, args), args.resume
 
 
@@ -45,11 +46,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(plan(plan_input_from_config(cfg)).text())
                 return
             if parse_args.extra["merge"]:
-                from .pref.modeling.adapters import merge_run
+                from .pref.checkpoint import merge_run
                 print(f"[merge] -> {merge_run(parse_args.extra['merge'])}")
                 return
             from .pref.train import run
-            run(cfg, resume=resume)
+            run(cfg, resume=resume, overwrite=parse_args.extra["overwrite"])
         except ValueError as e:  # config and data readers' ValueErrors are bad input too: one line, exit 2
             raise e if isinstance(e, UsageError) else UsageError(str(e)) from e
 

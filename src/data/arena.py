@@ -350,7 +350,7 @@ def read_pairs(path: str | os.PathLike, *, max_cell_chars: int = DEFAULT_MAX_CEL
 
 
 def write_report(result: ReadResult, path: str | os.PathLike) -> dict:
-    from ..config import atomic_write_text
+    from ..files import atomic_write_text
     report = result.report()
     atomic_write_text(path, json.dumps(report, indent=2) + "\n")
     return report

@@ -441,5 +441,5 @@ def episode_to_obj(ep: ChatEpisode) -> dict:
 
 
 def write_episodes_jsonl(episodes: list[ChatEpisode], path: str | os.PathLike) -> None:
-    from ..config import atomic_write_text
+    from ..files import atomic_write_text
     atomic_write_text(path, "".join(json.dumps(episode_to_obj(e), ensure_ascii=False) + "\n" for e in episodes))

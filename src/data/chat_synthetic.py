@@ -167,7 +167,7 @@ BROKEN_LINES = ['{"id": "broken1", "turns": [', '{"id": "nobot", "turns": [{"rol
 
 
 def _write_jsonl(path: Path, rows: list[dict], extra_lines: list[str] = ()) -> None:
-    from ..config import atomic_write_text
+    from ..files import atomic_write_text
     lines = [json.dumps(r, ensure_ascii=False) for r in rows] + list(extra_lines)
     atomic_write_text(path, "\n".join(lines) + "\n")
 

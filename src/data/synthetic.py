@@ -166,7 +166,7 @@ def to_binary(df: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
 
 
 def write_csv(df: pd.DataFrame, path: str | os.PathLike, schema: str = "train") -> None:
-    from ..config import atomic_write_text
+    from ..files import atomic_write_text
     if schema == "test":
         df = df[["id", "prompt", "response_a", "response_b"] + (["language"] if "language" in df else [])]
     atomic_write_text(path, df.to_csv(index=False))

@@ -31,8 +31,9 @@ from tqdm.auto import tqdm as _tqdm
 
 from ..errors import UsageError
 from . import faults
-from .checkpoint import best_dir, last_dir, load_resume_state, save_weights
+from .checkpoint import best_dir, has_resume_state, last_dir, load_resume_state, save_weights
 from .loop import TaskBase
+from .rundir import RunDir
 from .settings import TrainSettings
 
 # tqdm's default lock is a multiprocessing semaphore. Shared by the children of the fork server,
@@ -121,9 +122,9 @@ def outcome(run_dir: str | os.PathLike) -> dict:
         else:
             h.update(p.read_bytes())
         return h.hexdigest()[:16]
-    metrics = run_dir / "metrics.jsonl"
+    metrics = RunDir(run_dir).metrics_log
     progress = None
-    if (last_dir(run_dir) / "training_state.pt").exists():
+    if has_resume_state(last_dir(run_dir)):
         progress = dict(load_resume_state(last_dir(run_dir))["progress"])
         progress.pop("train_seconds")  # wall time
         progress["log"] = {k: v for k, v in progress.get("log", {}).items() if k != "seconds"}
@@ -135,8 +136,8 @@ def outcome(run_dir: str | os.PathLike) -> dict:
         "best_weights": digest(best_dir(run_dir) / "model.safetensors"),
         "predictions": digest(best_dir(run_dir) / "predictions.json"),
         "progress": progress,
-        "checkpoint_folder": sorted(p.name for p in (run_dir / "checkpoint").iterdir())
-        if (run_dir / "checkpoint").exists() else None,
+        "checkpoint_folder": sorted(p.name for p in RunDir(run_dir).checkpoint.iterdir())
+        if RunDir(run_dir).checkpoint.exists() else None,
     }
 
 

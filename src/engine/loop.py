@@ -45,9 +45,11 @@ from transformers import get_scheduler
 from ..errors import UsageError
 from . import faults
 from .batching import pad_fraction, plan_batches, shard
-from .checkpoint import (append_jsonl, atomic_dir, best_dir as best_folder, last_dir as last_folder, load_resume_state,
-                         load_weights, recover_dir, save_resume_state, set_rng_state, shared_atomic_dir, truncate_jsonl,
-                         SHARDED_STATE)
+from ..files import atomic_dir, recover_dir, truncate_jsonl
+from .checkpoint import LastCheckpoint
+from .interrupt import StopRequests, TrainingInterrupted
+from .rundir import RunDir
+from .runlog import RunLog, count_step, throughput, train_record
 from .settings import TrainSettings
 
 SCHEDULES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
@@ -227,15 +229,56 @@ def _improved(value: float, best: float | None, mode: str) -> bool:
     return value < best if mode == "min" else value > best
 
 
+class Evaluator:
+    """One eval: the task's metrics, the best checkpoint when the monitored value improves,
+    the log line, then the task's after_eval hook and the sweep's trial hook."""
+
+    def __init__(self, task: Task, accelerator, best_dir: Path, log: RunLog, trial_hook, per_epoch: int) -> None:
+        self.task, self.accelerator, self.best_dir, self.log = task, accelerator, best_dir, log
+        self.trial_hook, self.per_epoch = trial_hook, per_epoch
+
+    def __call__(self, model: torch.nn.Module, progress: Progress, scheduler) -> dict:
+        task, acc = self.task, self.accelerator
+        model.eval()
+        with torch.inference_mode(), acc.autocast():
+            metrics = task.evaluate(model, acc)
+        model.train()
+        metrics = {"kind": "eval", "step": progress.step,
+                   "epoch": round(progress.epoch + progress.batch_in_epoch / self.per_epoch, 4),
+                   "train_loss": progress.loss_sum / max(progress.loss_units, 1e-12),
+                   "lr": scheduler.get_last_lr()[0], **metrics}
+        progress.loss_sum = progress.loss_units = 0.0  # the next eval's train_loss covers the steps since this one
+        value = metrics[task.monitor]
+        if _improved(value, progress.best, task.monitor_mode):
+            progress.best, progress.best_step, progress.evals_since_best = value, progress.step, 0
+            if acc.is_main_process:
+                with atomic_dir(self.best_dir) as tmp:
+                    task.save_best(acc.unwrap_model(model), tmp)
+        else:
+            progress.evals_since_best += 1
+        progress.history.append(metrics)
+        self.log(metrics)
+        acc.print(f"[eval] step {progress.step}: " + ", ".join(
+            f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
+        net = acc.unwrap_model(model)
+        net.eval()
+        with torch.inference_mode(), acc.autocast():
+            task.after_eval(net, acc, progress.step, metrics)
+        model.train()
+        if self.trial_hook is not None:
+            self.trial_hook(progress.step, metrics)
+        return metrics
+
+
 def train(cfg: TrainSettings, task: Task, model: torch.nn.Module, run_dir: Path, accelerator,
           *, resume: bool = False, trial_hook=None, hparams: Any = None) -> Progress:
     """Train `model` on `task`; returns the final Progress. After each eval, `task.after_eval`
     runs, then `trial_hook(step, metrics)` (optuna reporting/pruning raises from there).
     `cfg` is the stage config's `train` section; `hparams` the whole stage config, which the
-    trackers record (default: `cfg`)."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    last_dir, best_dir = last_folder(run_dir), best_folder(run_dir)
+    trackers record (default: `cfg`). Ctrl-C / SIGTERM: checkpoint/last is saved at the next
+    step boundary, then TrainingInterrupted is raised (a second Ctrl-C stops at once)."""
+    rd = RunDir(run_dir)
+    rd.root.mkdir(parents=True, exist_ok=True)
     rank, world = accelerator.process_index, accelerator.num_processes
     lengths = task.lengths()
     per_epoch, _, total_steps = run_steps(cfg, lengths, rank, world, _epoch_rows(task, 0))
@@ -247,251 +290,156 @@ def train(cfg: TrainSettings, task: Task, model: torch.nn.Module, run_dir: Path,
                                accelerator.device.type)
     scheduler = get_scheduler(SCHEDULES[cfg.schedule], optimizer,
                               num_warmup_steps=int(cfg.warmup_ratio * total_steps), num_training_steps=total_steps)
-    progress = Progress()
     if accelerator.is_main_process:  # finish or undo a save cut by a crash; remove its leftovers
-        recover_dir(best_dir)
-        recover_dir(last_dir)
+        recover_dir(rd.best)
+        recover_dir(rd.last)
     accelerator.wait_for_everyone()
-    metrics_path = run_dir / "metrics.jsonl"
     sharded = _is_sharded(accelerator)
-    resume_sharded = False
-    if resume and (last_dir / "training_state.pt").exists():
-        state = load_resume_state(last_dir)
-        resume_sharded = (last_dir / SHARDED_STATE).is_dir()
-        if resume_sharded and not sharded:
-            raise UsageError(f"{last_dir}: saved under DeepSpeed/FSDP ({SHARDED_STATE}/); resume it with the same "
-                             f"accelerate config")
-        if not resume_sharded:  # a sharded save holds weights and optimizer in SHARDED_STATE: loaded after prepare
-            load_weights(model, last_dir / "model.safetensors")
-            if state["optimizer"]:  # empty when saved by an older DeepSpeed run (no SHARDED_STATE then)
-                optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        progress = Progress(**state["progress"])
-        set_rng_state(state["rng"])
+    last = LastCheckpoint(rd.root, accelerator, sharded=sharded, trainable_only=task.resume_trainable_only)
+    progress = Progress()
+    saved = last.restore(model, optimizer, scheduler) if resume else None
+    if saved is not None:
+        progress = Progress(**saved)
         progress.batch_in_epoch += cfg.skip_batches
-        if accelerator.is_main_process:
-            _truncate_metrics(metrics_path, progress.step, accelerator.print)
+        if accelerator.is_main_process:  # the lines logged after that checkpoint are logged again
+            _truncate_metrics(rd.metrics_log, progress.step, accelerator.print)
         accelerator.print(f"[resume] step {progress.step}, epoch {progress.epoch}, batch {progress.batch_in_epoch}")
     elif resume:
-        accelerator.print(f"[resume] no checkpoint in {last_dir}: starting from scratch")
+        accelerator.print(f"[resume] no checkpoint in {rd.last}: starting from scratch")
     deepspeed = _is_deepspeed(accelerator)
     if deepspeed:
         _configure_deepspeed(accelerator, cfg)
     model, optimizer = accelerator.prepare(model, optimizer)
-    if resume_sharded:  # every rank reads its own shards (and RNG state)
-        accelerator.load_state(str(last_dir / SHARDED_STATE))
-    tracking = bool(accelerator.log_with)
-    if tracking:
+    last.restore_shards()
+    if accelerator.log_with:
         # project "prefpipe" (W&B / MLflow); TensorBoard events land in RUN/tensorboard/prefpipe
         accelerator.init_trackers("prefpipe", config=_tracker_config(cfg if hparams is None else hparams))
+    log = RunLog(rd.metrics_log, accelerator)
 
-    def log(record: dict) -> None:
-        """One metrics.jsonl line (main process) and the same scalars to the trackers."""
-        if accelerator.is_main_process:
-            append_jsonl(metrics_path, record)
-        if tracking:
-            kind = record["kind"]
-            accelerator.log({f"{kind}/{k}": v for k, v in record.items()
-                             if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step"},
-                            step=record["step"])
+    def save_last(finished: bool = False) -> None:
+        # a finished run keeps its optimizer state only with --keep-last: a resume would never read it
+        last.save(model, optimizer, scheduler, progress.__dict__, keep_optimizer=not finished or cfg.keep_last)
 
-    last_save = [time.monotonic()]
-
-    def save_last() -> None:
-        last_save[0] = time.monotonic()
-        accelerator.wait_for_everyone()
-        if sharded:
-            # ZeRO / FSDP partition the optimizer state (and FSDP the weights) across processes:
-            # one process cannot save them, so every rank writes its shards with accelerate's
-            # save_state into one shared temp folder; the schedule and data position go beside them.
-            with shared_atomic_dir(last_dir, accelerator) as tmp:
-                accelerator.save_state(str(tmp / SHARDED_STATE))
-                if accelerator.is_main_process:
-                    save_resume_state(tmp, model=None, optimizer=_NoOptimizerState(), scheduler=scheduler,
-                                      progress=progress.__dict__)
-        elif accelerator.is_main_process:
-            with atomic_dir(last_dir) as tmp:
-                save_resume_state(tmp, model=accelerator.unwrap_model(model), optimizer=optimizer,
-                                  scheduler=scheduler, progress=progress.__dict__,
-                                  trainable_only=task.resume_trainable_only)
-        accelerator.wait_for_everyone()
-
-    def periodic_save_due() -> bool:
-        """--save-every-steps / --save-every-minutes: resumable checkpoints between evals."""
-        due = bool(cfg.save_every_steps) and progress.step % cfg.save_every_steps == 0
-        if cfg.save_every_minutes and not due:
-            due = time.monotonic() - last_save[0] >= 60 * cfg.save_every_minutes
-            if world > 1:  # clocks differ between processes, and all must save together: rank 0 decides
-                from accelerate.utils import broadcast
-                due = bool(broadcast(torch.tensor([float(due)], device=accelerator.device), from_process=0).item())
-        return due
-
-    def evaluate() -> dict:
-        model.eval()
-        with torch.inference_mode(), accelerator.autocast():
-            metrics = task.evaluate(model, accelerator)
-        model.train()
-        metrics = {"kind": "eval", "step": progress.step,
-                   "epoch": round(progress.epoch + progress.batch_in_epoch / per_epoch, 4),
-                   "train_loss": progress.loss_sum / max(progress.loss_units, 1e-12),
-                   "lr": scheduler.get_last_lr()[0], **metrics}
-        progress.loss_sum = progress.loss_units = 0.0
-        value = metrics[task.monitor]
-        if _improved(value, progress.best, task.monitor_mode):
-            progress.best, progress.best_step, progress.evals_since_best = value, progress.step, 0
-            if accelerator.is_main_process:
-                with atomic_dir(best_dir) as tmp:
-                    task.save_best(accelerator.unwrap_model(model), tmp)
-        else:
-            progress.evals_since_best += 1
-        progress.history.append(metrics)
-        log(metrics)
-        accelerator.print(f"[eval] step {progress.step}: " + ", ".join(
-            f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
-        net = accelerator.unwrap_model(model)
-        net.eval()
-        with torch.inference_mode(), accelerator.autocast():
-            task.after_eval(net, accelerator, progress.step, metrics)
-        model.train()
-        if trial_hook is not None:
-            trial_hook(progress.step, metrics)
-        return metrics
+    evaluate = Evaluator(task, accelerator, rd.best, log, trial_hook, per_epoch)
 
     model.train()
     steps_this_run = 0
     stop = False
-    while progress.epoch < n_epochs and not stop:
-        batches = epoch_plan(cfg, lengths, progress.epoch, rank, world, _epoch_rows(task, progress.epoch))
-        if progress.epoch == n_epochs - 1 and cfg.epochs % 1:  # fractional last epoch
-            batches = batches[:max(1, math.ceil((cfg.epochs % 1) * len(batches)))]
-        bar = tqdm(total=len(batches), initial=min(progress.batch_in_epoch, len(batches)),
-                   desc=f"epoch {progress.epoch + 1}/{n_epochs}", unit="batch",
-                   disable=not (cfg.progress and accelerator.is_main_process), dynamic_ncols=True,
-                   mininterval=0.5 if sys.stderr.isatty() else 10.0)  # keep CI logs short
-        while progress.batch_in_epoch < len(batches):
-            window = batches[progress.batch_in_epoch:progress.batch_in_epoch + cfg.grad_accum]
-            t0 = time.perf_counter()
-            micro = [task.collate(b) for b in window]
-            units = torch.tensor(float(sum(task.count(m) for m in micro)), device=accelerator.device)
-            global_units = accelerator.reduce(units, "sum") if world > 1 else units
-            window_loss = 0.0
-            for i, m in enumerate(micro):
-                m = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in m.items()}
-                sync = contextlib.nullcontext() if i == len(micro) - 1 else accelerator.no_sync(model)
-                with sync, accelerator.autocast():
-                    loss_sum, _ = task.loss(model, m)
-                    # DDP averages gradients over processes: scale so the result is
-                    # sum(loss) / units of the whole window, on every process.
-                    loss = loss_sum * world / global_units.clamp(min=1)
-                    if deepspeed:  # DeepSpeed divides by its accumulation steps itself
-                        loss = loss * cfg.grad_accum
-                accelerator.backward(loss)
-                window_loss += float(loss_sum.detach())
-            norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm or float("inf"))
-            # norm is None under DeepSpeed, which clips inside its own step
-            finite = math.isfinite(window_loss) and (accelerator.scaler is not None or norm is None
-                                                     or math.isfinite(float(norm)))
-            lr_used = scheduler.get_last_lr()[0]
-            if finite:
-                optimizer.step()  # with an fp16 scaler this skips overflowing steps by itself
-                scheduler.step()
-            else:
-                progress.bad_steps += 1
-                accelerator.print(f"[guard] non-finite loss/grad at step {progress.step}: step skipped "
-                                  f"({progress.bad_steps}/{cfg.max_bad_steps})")
-                if progress.bad_steps >= cfg.max_bad_steps:
-                    raise NonFiniteLossError(f"{progress.bad_steps} non-finite steps: stopping (lower the lr or use fp32)")
-            optimizer.zero_grad(set_to_none=True)
-            progress.step += 1
-            steps_this_run += 1
-            progress.batch_in_epoch += len(window)
-            if finite:
-                progress.loss_sum += window_loss
-                progress.loss_units += float(units)
-            examples = real = padded = 0
-            for m in micro:
-                ex, r, p = task.stats(m)
-                examples, real, padded = examples + ex, real + r, padded + p
-            progress.examples += examples
-            progress.real_tokens += real
-            progress.padded_tokens += padded
-            seconds = time.perf_counter() - t0
-            progress.train_seconds += seconds
-            _accumulate_log(progress.log, window_loss if finite else None, float(units), examples, real, padded,
-                            seconds, float(norm) if norm is not None and finite else None)
-            if cfg.log_every and progress.step % cfg.log_every == 0:
-                log(_train_record(progress, lr_used))
-            faults.point("step")
-            saved = False
-            bar.update(len(window))
-            bar.set_postfix(loss=f"{window_loss / max(float(units), 1):.4f}",
-                            ex_s=f"{progress.examples / max(progress.train_seconds, 1e-9):.1f}", refresh=False)
-            if cfg.eval_every and progress.step % cfg.eval_every == 0 and progress.batch_in_epoch < len(batches):
-                evaluate()
+    with StopRequests() as signals:
+        while progress.epoch < n_epochs and not stop:
+            batches = epoch_plan(cfg, lengths, progress.epoch, rank, world, _epoch_rows(task, progress.epoch))
+            if progress.epoch == n_epochs - 1 and cfg.epochs % 1:  # fractional last epoch
+                batches = batches[:max(1, math.ceil((cfg.epochs % 1) * len(batches)))]
+            bar = tqdm(total=len(batches), initial=min(progress.batch_in_epoch, len(batches)),
+                       desc=f"epoch {progress.epoch + 1}/{n_epochs}", unit="batch",
+                       disable=not (cfg.progress and accelerator.is_main_process), dynamic_ncols=True,
+                       mininterval=0.5 if sys.stderr.isatty() else 10.0)  # keep CI logs short
+            while progress.batch_in_epoch < len(batches):
+                # one optimizer step = grad_accum micro-batches
+                window = batches[progress.batch_in_epoch:progress.batch_in_epoch + cfg.grad_accum]
+                t0 = time.perf_counter()
+                micro = [task.collate(b) for b in window]
+                # gradients of sum(loss) / units of the whole window (not a mean of micro-batch means)
+                window_loss, units = _backward(task, model, micro, accelerator,
+                                               cfg.grad_accum if deepspeed else 1)
+                norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm or float("inf"))
+                # norm is None under DeepSpeed, which clips inside its own step
+                finite = math.isfinite(window_loss) and (accelerator.scaler is not None or norm is None
+                                                         or math.isfinite(float(norm)))
+                lr_used = scheduler.get_last_lr()[0]
+                if finite:
+                    optimizer.step()  # with an fp16 scaler this skips overflowing steps by itself
+                    scheduler.step()
+                else:  # a non-finite step would poison the weights: skip it, stop after too many
+                    progress.bad_steps += 1
+                    accelerator.print(f"[guard] non-finite loss/grad at step {progress.step}: step skipped "
+                                      f"({progress.bad_steps}/{cfg.max_bad_steps})")
+                    if progress.bad_steps >= cfg.max_bad_steps:
+                        raise NonFiniteLossError(f"{progress.bad_steps} non-finite steps: stopping "
+                                                 "(lower the lr or use fp32)")
+                optimizer.zero_grad(set_to_none=True)
+                progress.step += 1
+                steps_this_run += 1
+                progress.batch_in_epoch += len(window)
+                if finite:
+                    progress.loss_sum += window_loss
+                    progress.loss_units += units
+                count_step(progress, task, micro, window_loss if finite else None, units,
+                            time.perf_counter() - t0, float(norm) if norm is not None and finite else None)
+                if cfg.log_every and progress.step % cfg.log_every == 0:
+                    log(train_record(progress, lr_used))
+                faults.point("step")
+                saved = False
+                bar.update(len(window))
+                bar.set_postfix(loss=f"{window_loss / max(units, 1):.4f}",
+                                ex_s=f"{progress.examples / max(progress.train_seconds, 1e-9):.1f}", refresh=False)
+                mid_epoch = progress.batch_in_epoch < len(batches)  # the epoch's end evaluates and saves anyway
+                if cfg.eval_every and progress.step % cfg.eval_every == 0 and mid_epoch:
+                    evaluate(model, progress, scheduler)
+                    stop = bool(cfg.early_stopping_patience) and progress.evals_since_best >= cfg.early_stopping_patience
+                    save_last()
+                    saved = True
+                    if stop:
+                        break
+                if not saved and mid_epoch and last.periodic_due(progress.step, cfg.save_every_steps,
+                                                                  cfg.save_every_minutes):
+                    save_last()
+                    saved = True
+                # Ctrl-C / SIGTERM, or --stop-after-steps: leave at this step boundary, resumable
+                interrupted = _agree(signals.requested, accelerator)
+                if interrupted or (cfg.stop_after_steps and steps_this_run >= cfg.stop_after_steps):
+                    bar.close()
+                    if not saved:
+                        save_last()
+                    log.close()
+                    if interrupted:
+                        raise TrainingInterrupted(f"interrupted ({signals.signal_name or 'another process'}) at "
+                                                  f"step {progress.step}: checkpoint saved in {rd.last}",
+                                                  progress.step)
+                    accelerator.print(f"[stop] {steps_this_run} steps done this run; continue with --resume")
+                    return progress
+            bar.close()
+            if not stop:
+                progress.epoch += 1
+                progress.batch_in_epoch = 0
+                evaluate(model, progress, scheduler)
                 if cfg.early_stopping_patience and progress.evals_since_best >= cfg.early_stopping_patience:
+                    accelerator.print(f"[early stop] no improvement in {cfg.early_stopping_patience} evals")
                     stop = True
                 save_last()
-                saved = True
-                if stop:
-                    break
-            if not saved and progress.batch_in_epoch < len(batches) and periodic_save_due():  # epoch ends save anyway
-                save_last()
-                saved = True
-            if cfg.stop_after_steps and steps_this_run >= cfg.stop_after_steps:
-                bar.close()
-                if not saved:
-                    save_last()
-                if tracking:
-                    accelerator.end_training()
-                accelerator.print(f"[stop] {steps_this_run} steps done this run; continue with --resume")
-                return progress
-        bar.close()
-        if not stop:
-            progress.epoch += 1
-            progress.batch_in_epoch = 0
-            evaluate()
-            if cfg.early_stopping_patience and progress.evals_since_best >= cfg.early_stopping_patience:
-                accelerator.print(f"[early stop] no improvement in {cfg.early_stopping_patience} evals")
-                stop = True
-            save_last()
-    progress.done = True
-    save_last()
-    if tracking:
-        accelerator.end_training()
+        progress.done = True
+        save_last(finished=True)
+    log.close()
     return progress
 
 
-def _accumulate_log(acc: dict, loss: float | None, units: float, examples: int, real: int, padded: int,
-                    seconds: float, grad_norm: float | None) -> None:
-    """Add one optimizer step to the sums of the current train log window."""
-    for k, v in (("examples", examples), ("real_tokens", real), ("padded_tokens", padded), ("seconds", seconds),
-                 ("steps", 1)):
-        acc[k] = acc.get(k, 0) + v
-    if loss is not None:
-        acc["loss_sum"] = acc.get("loss_sum", 0.0) + loss
-        acc["loss_units"] = acc.get("loss_units", 0.0) + units
-    if grad_norm is not None and math.isfinite(grad_norm):
-        acc["grad_norm_sum"] = acc.get("grad_norm_sum", 0.0) + grad_norm
-        acc["grad_norms"] = acc.get("grad_norms", 0) + 1
+def _backward(task, model: torch.nn.Module, micro: list[dict], accelerator, extra_scale: int) -> tuple[float, float]:
+    """Backward over one accumulation window; returns (summed loss, units) of this process.
+    `extra_scale`: DeepSpeed divides by its accumulation steps itself, so the loss is multiplied back."""
+    world = accelerator.num_processes
+    units = torch.tensor(float(sum(task.count(m) for m in micro)), device=accelerator.device)
+    global_units = accelerator.reduce(units, "sum") if world > 1 else units
+    window_loss = 0.0
+    for i, m in enumerate(micro):
+        m = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in m.items()}
+        # gradients are all-reduced once per window, on its last micro-batch
+        sync = contextlib.nullcontext() if i == len(micro) - 1 else accelerator.no_sync(model)
+        with sync, accelerator.autocast():
+            loss_sum, _ = task.loss(model, m)
+            # DDP averages gradients over processes: scale so the result is
+            # sum(loss) / units of the whole window, on every process.
+            loss = loss_sum * world / global_units.clamp(min=1) * extra_scale
+        accelerator.backward(loss)
+        window_loss += float(loss_sum.detach())
+    return window_loss, float(units)
 
 
-def _train_record(progress: Progress, lr: float) -> dict:
-    """The `"kind": "train"` line for the steps since the previous one; resets the window."""
-    acc, progress.log = progress.log, {}
-    rec: dict[str, Any] = {"kind": "train", "step": progress.step, "epoch_index": progress.epoch,
-                           "train_loss": acc["loss_sum"] / max(acc["loss_units"], 1e-12) if acc.get("loss_units")
-                           else float("nan"), "lr": lr}
-    rec.update(throughput(acc["examples"], acc["real_tokens"], acc["padded_tokens"], acc["seconds"]))
-    if acc.get("grad_norms"):
-        rec["grad_norm"] = acc["grad_norm_sum"] / acc["grad_norms"]
-    return rec
-
-
-def throughput(examples: int, real_tokens: int, padded_tokens: int, seconds: float) -> dict[str, float]:
-    """Examples/s, real tokens/s and the padded share of the tokens computed: one
-    definition for the run log and for every stage's final metrics."""
-    return {"examples_per_s": examples / max(seconds, 1e-9), "tokens_per_s": real_tokens / max(seconds, 1e-9),
-            "pad_fraction": 1.0 - real_tokens / max(padded_tokens, 1)}
+def _agree(flag: bool, accelerator) -> bool:
+    """Every process must leave at the same step (they save together): rank 0's flag decides."""
+    if accelerator.num_processes == 1:
+        return flag
+    from accelerate.utils import broadcast
+    return bool(broadcast(torch.tensor([float(flag)], device=accelerator.device), from_process=0).item())
 
 
 def run_summary(progress: Progress, cfg: TrainSettings, lengths) -> dict[str, float]:
@@ -529,11 +477,6 @@ def _configure_deepspeed(accelerator, cfg: TrainSettings) -> None:
     ds["gradient_accumulation_steps"] = cfg.grad_accum
     ds["train_batch_size"] = cfg.batch_size * cfg.grad_accum * accelerator.num_processes
     ds["gradient_clipping"] = cfg.max_grad_norm or 0.0
-
-
-class _NoOptimizerState:
-    def state_dict(self) -> dict:
-        return {}
 
 
 def _truncate_metrics(path: Path, step: int, note=print) -> None:

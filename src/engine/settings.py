@@ -35,13 +35,17 @@ class TrainSettings:
     eval_every: int = knob(0, "evaluate every N optimizer steps (0 = only at epoch end)", low=0)
     early_stopping_patience: int = knob(0, "stop after N evals without improvement (0 = off)", low=0)
     max_bad_steps: int = knob(10, "stop after this many skipped non-finite steps", low=1)
+    # invocation=True: belongs to this command, not to the run, so it is not saved in config.yaml
     stop_after_steps: int = knob(0, "end this invocation after N optimizer steps (resume later); 0 = run to the end",
-                                 low=0)
+                                 low=0, invocation=True)
     save_every_steps: int = knob(0, "also save a resumable checkpoint every N optimizer steps, between evals "
                                     "(only the newest is kept); 0 = only at evals", low=0)
     save_every_minutes: float = knob(0.0, "also save a resumable checkpoint when M minutes passed since the last "
                                           "one (only the newest is kept); 0 = off", low=0)
-    skip_batches: int = knob(0, "on resume, skip this many extra batches (e.g. one that crashes a run)", low=0)
+    skip_batches: int = knob(0, "on resume, skip this many extra batches (e.g. one that crashes a run)", low=0,
+                             invocation=True)
+    keep_last: bool = knob(False, "keep checkpoint/last's optimizer state when the run finishes (by default it "
+                                  "is dropped: it is twice the weights' size and only a resume needs it)")
     num_threads: int = knob(0, "CPU threads for torch (0 = torch default)", low=0)
     log_every: int = knob(10, "log train loss, learning rate and throughput every N optimizer steps "
                               "(metrics.jsonl lines of kind 'train'; 0 = only at evals)", low=0)

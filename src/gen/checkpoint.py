@@ -1,4 +1,5 @@
-"""The one owner of the generative stage's run-dir and checkpoint layout.
+"""The generative stage's checkpoint folders, and where it finds them in a run dir (whose
+file names are src/engine/rundir.py's).
 
 A run dir (`python -m src.train_gen --out RUN`) holds `checkpoint/best/` (the model
 kept for generation: `python -m src.generate --run RUN`) and `checkpoint/last/` (the
@@ -22,13 +23,12 @@ from typing import Any
 
 import torch
 
+from ..engine.rundir import RESUME_STATE, VAL_LOSSES, RunDir
 from ..errors import UsageError
 from ..models import check_name, resolve
 from .model import ensure_pad_token, load_base, load_tokenizer, resize_embeddings
 
 CHECKPOINT_META = "gen_checkpoint.json"
-RESUME_STATE = "training_state.pt"
-VAL_LOSSES = "val_losses.csv"
 
 
 # --- the run dir ------------------------------------------------------------------------------
@@ -37,20 +37,18 @@ VAL_LOSSES = "val_losses.csv"
 
 def best_dir(run_dir: str | os.PathLike) -> Path:
     """The checkpoint kept for generation (the engine's best eval)."""
-    from ..engine.checkpoint import best_dir as engine_best_dir
-    return engine_best_dir(run_dir)
+    return RunDir(run_dir).best
 
 
 def last_dir(run_dir: str | os.PathLike) -> Path:
     """The engine's resumable state of the run."""
-    from ..engine.checkpoint import last_dir as engine_last_dir
-    return engine_last_dir(run_dir)
+    return RunDir(run_dir).last
 
 
 def resume_folder(run_dir: str | os.PathLike) -> Path | None:
     """The complete resumable checkpoint, also when a crash cut a save between its two
     renames (read-only: the engine puts it back in place when training starts)."""
-    from ..engine.checkpoint import complete_dir
+    from ..files import complete_dir
     folder = complete_dir(last_dir(run_dir))
     return folder if folder is not None and (folder / RESUME_STATE).exists() else None
 
@@ -136,7 +134,7 @@ def load_checkpoint(folder: str | os.PathLike, *, dtype: torch.dtype = torch.flo
 def merge_checkpoint(src: str | os.PathLike, out: str | os.PathLike) -> Path:
     """Fold a LoRA checkpoint into its base and save one plain model folder (safetensors),
     loadable with AutoModelForCausalLM and by `load_checkpoint`."""
-    from ..engine.checkpoint import atomic_dir
+    from ..files import atomic_dir
     ckpt = find_checkpoint(src)
     if ckpt is None:
         raise FileNotFoundError(f"{src}: no {CHECKPOINT_META} here or in {best_dir(src).relative_to(src)}")

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,8 @@ import numpy as np
 
 from ..data.chat import ChatEpisode
 from ..data.rows import DataError, coin
+from ..engine.rundir import DATA_REPORT
+from ..files import atomic_dir
 from .encode import Example
 
 FORMAT_VERSION = "prefpipe.chat_tokens/1"
@@ -66,44 +66,17 @@ def save_tokenized(out_dir: str | os.PathLike, splits: dict[str, list[Example]],
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} exists and is not empty (pass --overwrite to replace it)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
-        _chmod_like_umask(tmp, 0o777)
+    with atomic_dir(out) as tmp:  # src/files.py: whole or absent after a crash, the old one kept until then
         for name, examples in splits.items():
             _save_split(tmp, name, examples)
         tokenizer.save_pretrained(tmp / "tokenizer")
         meta = {**meta, "format": FORMAT_VERSION, "tokenizer_path": "tokenizer",
                 "splits": {k: len(v) for k, v in splits.items()}}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        (tmp / "data_report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        (tmp / DATA_REPORT).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         for fname, text in (extra_files or {}).items():
             (tmp / fname).write_text(text, encoding="utf-8")
-        for f in tmp.rglob("*"):
-            if f.is_file():
-                _chmod_like_umask(f, 0o666)
-        _swap_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
-
-
-def _chmod_like_umask(path: Path, mode: int) -> None:
-    # mkdtemp/mkstemp create private (0700/0600) entries; a dataset should get the usual modes.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, mode & ~umask)
-
-
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 @dataclass

@@ -23,6 +23,7 @@ from ..config import add_config_args, knob, resolve, to_dict
 from ..data.chat import input_spec, read_chat
 from ..data.filters import DEFAULT_ORDER, FILTERS, apply_filters, filter_config
 from ..data.rows import DEFAULT_MAX_CELL_CHARS, DataError
+from ..engine.rundir import CONFIG
 from ..errors import UsageError, run_cli
 from .collate import pack_examples
 from .dataset import save_tokenized, split_by_group
@@ -117,7 +118,7 @@ def prepare(cfg: PrepareChatConfig, out: str, overwrite: bool = False) -> dict:
             "chat_template": uses_chat_template(tok, cfg.tok_cfg), "tokenize": config_dict(cfg.tok_cfg),
             "seed": cfg.seed}
     config_text = "# resolved by src.gen.prepare_chat\n" + yaml.safe_dump(to_dict(cfg), sort_keys=False)
-    save_tokenized(out, {"train": train, "val": val}, tok, meta, report, {"config.yaml": config_text}, overwrite)
+    save_tokenized(out, {"train": train, "val": val}, tok, meta, report, {CONFIG: config_text}, overwrite)
     return report
 
 

@@ -26,9 +26,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import atomic_write_text
 from ..engine.batching import inference_batches
 from ..engine.loop import TaskBase
+from ..engine.rundir import VAL_LOSSES, RunDir
+from ..files import atomic_write_text
 from .collate import collate
 from .encode import IGNORE
 
@@ -139,7 +140,7 @@ class GenTask(TaskBase):
         for src, (s, c) in sorted(by_source.items()):
             metrics[f"eval_loss/{src}"] = s / max(c, 1)
         if accelerator.is_main_process:
-            self.write_val_losses(self.run_dir / "val_losses.csv")
+            self.write_val_losses(RunDir(self.run_dir).val_losses)
         return metrics
 
     def after_eval(self, model: Any, accelerator: Any, step: int, metrics: dict) -> None:
@@ -167,7 +168,7 @@ class GenTask(TaskBase):
                          "prompt_tail": self.tokenizer.decode(ids[-40:]), "reply": g.raw,
                          "stop": g.stop_reason, "new_tokens": len(g.token_ids)})
         model.train(was_training)
-        with open(self.run_dir / "samples.jsonl", "a", encoding="utf-8") as f:
+        with open(RunDir(self.run_dir).samples, "a", encoding="utf-8") as f:
             for r in rows:
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")
         return rows
@@ -176,4 +177,4 @@ class GenTask(TaskBase):
         if self.save_best_fn is not None:
             self.save_best_fn(model, folder)
         if self.last_rows:
-            self.write_val_losses(folder / "val_losses.csv")
+            self.write_val_losses(folder / VAL_LOSSES)

@@ -6,7 +6,7 @@ metrics.jsonl (one line per eval), metrics.json (final: eval_loss, eval_perplexi
 train_tokens_per_s, ...), val_losses.csv (per validation sequence, worst first),
 samples.jsonl (generations from fixed prompts at each eval), checkpoint/best (for
 generation: `python -m src.generate --run RUN`), checkpoint/last (for --resume),
-plots/ (loss and perplexity curves). The checkpoint layout is src/gen/checkpoint.py's.
+plots/ (loss and perplexity curves). File names are src/engine/rundir.py's.
 
 Long runs in parts: `--parts N --part K` trains the K-th of N consecutive slices of the
 run's optimizer steps (so of its shuffled data), checkpoints, and stops; part K+1
@@ -24,9 +24,11 @@ from typing import Any
 
 import torch
 
-from ..config import atomic_write_text, load_yaml, save_yaml
+from ..config import load_yaml, save_yaml
 from ..engine import plots
-from ..engine.checkpoint import truncate_jsonl
+from ..engine.interrupt import TrainingInterrupted
+from ..engine.rundir import METRICS_LOG, SAMPLES, RunDir
+from ..files import atomic_write_text, truncate_jsonl, write_json
 from ..engine.loop import make_accelerator, run_steps, run_summary, train
 from ..errors import UsageError
 from .checkpoint import best_val_losses, has_resume_state, save_checkpoint, steps_done
@@ -87,7 +89,7 @@ def load_data(cfg: GenConfig, run_dir: Path, accelerator: Any, resume: bool) -> 
     if cfg.data and is_prepared(cfg.data):
         data = load_tokenized(cfg.data)
     else:
-        target = run_dir / "data"
+        target = RunDir(run_dir).data
         with accelerator.main_process_first():  # one process prepares, the others then read
             if accelerator.is_main_process and not (resume and is_prepared(target)):
                 from .prepare_chat import prepare, summary
@@ -179,14 +181,28 @@ def perplexity_plot(history: list[dict], initial: dict | None, out: Path) -> Non
     plt.close(fig)
 
 
-def run(cfg: GenConfig, *, resume: bool = False) -> dict:
+def run(cfg: GenConfig, *, resume: bool = False, overwrite: bool = False) -> dict:
+    """One run into cfg.out. A folder that holds a run is refused unless `overwrite` or `resume`
+    (or a later --part); a start that fails (bad data, a model that does not load) leaves no
+    folder behind; Ctrl-C / SIGTERM saves checkpoint/last and says how to resume."""
     check_name(cfg.model)  # a typo ('tiy') is "did you mean", before any data question
-    run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
-    cfg.out = str(run_dir)
+    rd = RunDir(cfg.out or default_run_dir(cfg))
+    cfg.out = str(rd.root)
+    continuing = bool(cfg.parts) and cfg.part > 1  # a later part continues the run without --resume
+    try:
+        with rd.start(resume=resume, overwrite=overwrite, continuing=continuing) as started:
+            return _run(cfg, rd, resume, started)
+    except TrainingInterrupted as e:
+        raise TrainingInterrupted(f"{e}; continue with: python -m src.train_gen --config {rd.config} --resume",
+                                  e.step) from None
+
+
+def _run(cfg: GenConfig, rd: RunDir, resume: bool, started) -> dict:
+    run_dir = rd.root
     run_dir.mkdir(parents=True, exist_ok=True)
     accelerator, choice = make_accelerator(cfg.train, run_dir)
     if accelerator.is_main_process:
-        save_yaml(cfg, run_dir / "config.yaml", header=f"# python -m src.train_gen --config {run_dir / 'config.yaml'}")
+        save_yaml(cfg, rd.config, header=f"# python -m src.train_gen --config {rd.config}")
     torch.manual_seed(cfg.seed)
 
     data = load_data(cfg, run_dir, accelerator, resume)
@@ -201,7 +217,7 @@ def run(cfg: GenConfig, *, resume: bool = False) -> dict:
     base = load_base(cfg.model, tokenizer, dtype=dtype, trust_remote_code=cfg.trust_remote_code, seed=cfg.seed)
     base_dir = None
     if cfg.model == "tiny" and cfg.finetune == "lora":  # a base no hub has: keep it next to the adapters
-        base_dir = run_dir / "base"
+        base_dir = rd.base
         if accelerator.is_main_process and not (base_dir / "config.json").exists():
             base.save_pretrained(base_dir)
     model, info = prepare_for_training(base, tokenizer, cfg)
@@ -231,15 +247,16 @@ def run(cfg: GenConfig, *, resume: bool = False) -> dict:
                       f"{choice.precision}, {cfg.model} {cfg.finetune} {cfg.objective}, {total} steps, "
                       f"{info['trainable_params']:,} of {info['total_params']:,} parameters train")
 
-    initial_path = run_dir / "initial_eval.json"
+    initial_path = rd.initial_eval
+    started.begun()  # from here on a failure keeps the folder: it holds what --resume needs
     resuming = resume and has_resume_state(run_dir)
     if resuming:
         if accelerator.is_main_process:
-            note = truncate_jsonl(run_dir / "samples.jsonl", steps_done(run_dir))  # logged again after it
+            note = truncate_jsonl(rd.samples, steps_done(run_dir))  # logged again after it
             if note:
                 accelerator.print(f"[resume] {note}")
     else:
-        for stale in ("samples.jsonl", "metrics.jsonl"):
+        for stale in (SAMPLES, METRICS_LOG):
             if accelerator.is_main_process and (run_dir / stale).exists():
                 (run_dir / stale).unlink()
         model.to(accelerator.device)
@@ -262,13 +279,12 @@ def run(cfg: GenConfig, *, resume: bool = False) -> dict:
         "device": choice.device, "precision": choice.precision, "processes": world,
     }
     if accelerator.is_main_process:
-        atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-        plots.loss_curves(run_dir / "metrics.jsonl", run_dir / "plots" / "loss_curves.png",
-                          keys=("train_loss", "eval_loss"))
-        perplexity_plot(progress.history, initial, run_dir / "plots" / "perplexity.png")
+        write_json(rd.metrics, metrics)
+        plots.loss_curves(rd.metrics_log, rd.plot("loss_curves.png"), keys=("train_loss", "eval_loss"))
+        perplexity_plot(progress.history, initial, rd.plot("perplexity.png"))
         best_csv = best_val_losses(run_dir)
         if best_csv.exists():  # the per-sequence losses of the model that is kept
-            shutil.copyfile(best_csv, run_dir / "val_losses.csv")
+            shutil.copyfile(best_csv, rd.val_losses)
     first = f" (from {metrics['initial_eval_perplexity']:.4g} before training)" if initial else ""
     accelerator.print(f"[done] eval_loss {metrics['eval_loss']:.4f}, perplexity {metrics['eval_perplexity']:.4g}{first}, "
                       f"{metrics['train_tokens_per_s']:.0f} train tokens/s -> {run_dir}")
@@ -278,7 +294,7 @@ def run(cfg: GenConfig, *, resume: bool = False) -> dict:
 def merge(run: str, out: str | None = None) -> Path:
     """`python -m src.train_gen --merge RUN`: LoRA folded into its base, in RUN/merged."""
     from .checkpoint import merge_checkpoint
-    target = Path(out) if out else Path(run) / "merged"
+    target = Path(out) if out else RunDir(run).merged
     try:
         path = merge_checkpoint(run, target)
     except ValueError as e:  # a full fine-tune: nothing to merge

@@ -1,4 +1,5 @@
-"""The classifier's run dir and checkpoint layout: the one place that knows it.
+"""The classifier's checkpoint folder (what prediction needs) and where to find it in a run
+dir. The run dir's file names are src/engine/rundir.py's; in a classifier run:
 
     RUN_DIR/
       config.yaml            the run's PrefConfig (python -m src.train_pref --config it to rerun)
@@ -25,22 +26,22 @@ from typing import Sequence
 
 import numpy as np
 
-from ..config import atomic_write_text, from_dict, load_yaml, save_yaml
+from ..config import from_dict, load_yaml, save_yaml
+from ..engine.rundir import BEST, BEST_PATH, CHECKPOINT, CONFIG, METRICS, PRIOR, RunDir
+from ..files import atomic_write_text
 from ..engine.checkpoint import load_weights, save_weights
 from .config import PrefConfig
 from .modeling.backbone import lora_spec_from_config
 from .modeling.model import PrefModel
 
-CHECKPOINT_FILES = ("model.safetensors", "config.yaml", "calibration.json")
+CHECKPOINT_FILES = ("model.safetensors", CONFIG, "calibration.json")
 OPTIONAL_CHECKPOINT_FILES = ("backbone.json",)  # LoRA runs: which base the adapters belong to
 CHECKPOINT_DIRS = ("encoder", "tokenizer")
-EXPORT_EXTRA_FILES = ("prior.json", "metrics.json")
-PRIOR, METRICS, DATA_REPORT = "prior.json", "metrics.json", "data_report.json"
-BEST = Path("checkpoint") / "best"
+EXPORT_EXTRA_FILES = (PRIOR, METRICS)
 
 
 def _is_best(folder: Path) -> bool:
-    return (folder / "model.safetensors").exists() and (folder / "config.yaml").exists()
+    return (folder / "model.safetensors").exists() and (folder / CONFIG).exists()
 
 
 @dataclass(frozen=True)
@@ -61,12 +62,12 @@ class RunLayout:
 def locate(path: str | os.PathLike) -> RunLayout:
     """A run dir, its checkpoint/ folder, or checkpoint/best (or an exported model folder)."""
     p = Path(path)
+    if _is_best(p / BEST_PATH):
+        return RunLayout(p / BEST_PATH, p)
     if _is_best(p / BEST):
-        return RunLayout(p / BEST, p)
-    if _is_best(p / "best"):
-        return RunLayout(p / "best", p.parent if p.name == "checkpoint" else None)
+        return RunLayout(p / BEST, p.parent if p.name == CHECKPOINT else None)
     if _is_best(p):
-        inside_run = p.name == "best" and p.parent.name == "checkpoint"
+        inside_run = p.name == BEST and p.parent.name == CHECKPOINT
         return RunLayout(p, p.parent.parent if inside_run else None)
     raise FileNotFoundError(f"{path}: no trained classifier here (expected checkpoint/best/model.safetensors)")
 
@@ -86,7 +87,7 @@ def expand_runs(paths: Sequence[str | os.PathLike]) -> list[Path]:
         except FileNotFoundError:
             pass
         folds = sorted((d for d in p.glob("fold*") if d.is_dir()), key=lambda d: (len(d.name), d.name))
-        folds = [d for d in folds if _is_best(d / BEST)]
+        folds = [d for d in folds if _is_best(d / BEST_PATH)]
         if not folds:
             raise FileNotFoundError(f"{p}: no trained classifier here (expected checkpoint/best/model.safetensors "
                                     "or fold*/checkpoint/best/)")
@@ -109,7 +110,7 @@ def save_classifier(folder: Path, model: PrefModel, tokenizer, cfg: PrefConfig, 
         save_weights(model, folder / "model.safetensors")
     model.encoder.config.save_pretrained(folder / "encoder")
     tokenizer.save_pretrained(folder / "tokenizer")
-    save_yaml(cfg, folder / "config.yaml")
+    save_yaml(cfg, folder / CONFIG)
     atomic_write_text(folder / "calibration.json", json.dumps({"temperature": float(temperature)}) + "\n")
 
 
@@ -123,7 +124,7 @@ def write_prior(run_dir: Path, labels: np.ndarray) -> np.ndarray:
     else:
         counts = np.bincount(labels.astype(np.int64), minlength=3)[:3].astype(float)
     prior = (counts + 1.0) / (counts.sum() + 3.0)
-    atomic_write_text(run_dir / PRIOR, json.dumps({"prior": prior.tolist(), "counts": np.round(counts).astype(int).tolist(),
+    atomic_write_text(RunDir(run_dir).prior, json.dumps({"prior": prior.tolist(), "counts": np.round(counts).astype(int).tolist(),
                                                    "source": f"training rows ({int(round(counts.sum()))})"}, indent=2) + "\n")
     return prior
 
@@ -138,7 +139,7 @@ def build_pref_model(encoder, cfg: PrefConfig) -> PrefModel:
 
 def load_config(path: str | os.PathLike) -> PrefConfig:
     folder = best_folder(path)
-    return from_dict(PrefConfig, load_yaml(folder / "config.yaml"), source=str(folder / "config.yaml"))
+    return from_dict(PrefConfig, load_yaml(folder / CONFIG), source=str(folder / CONFIG))
 
 
 def init_from_run(model: PrefModel, path: str | os.PathLike, cfg: PrefConfig) -> Path:
@@ -194,3 +195,19 @@ def read_temperature(path: str | os.PathLike) -> float:
     """The checkpoint's fitted temperature (1.0 when it has none)."""
     cal = best_folder(path) / "calibration.json"
     return json.loads(cal.read_text())["temperature"] if cal.exists() else 1.0
+
+
+def merge_run(run: str | os.PathLike) -> Path:
+    """python -m src.train_pref --merge RUN: RUN/merged/ (backbone/, head.safetensors, tokenizer/).
+    Here, not in adapters.py, so that adapters never imports this module (no import cycle)."""
+    from ..errors import UsageError
+    from .modeling import adapters
+    folder = best_folder(run)
+    if not (adapters.read_meta(folder) or {}).get("lora"):
+        raise UsageError(f"--merge {run}: not a LoRA run (its checkpoint already holds the full weights)")
+    out = RunDir(run).merged
+    if out.exists():  # before loading anything: a merge is minutes of work and GBs of writes
+        raise UsageError(f"--merge: {out} exists; choose another --out (or remove it)")
+    model, tokenizer, _, _ = load_pref_checkpoint(folder)
+    adapters.merge_folder(model, tokenizer, out)
+    return out

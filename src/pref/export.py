@@ -34,11 +34,11 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from ..config import atomic_write_text
-from ..engine.checkpoint import atomic_dir
+from ..engine.rundir import CONFIG, METRICS, PRIOR
+from ..files import atomic_dir, atomic_write_text
 from ..errors import UsageError
 from .modeling.adapters import META, read_meta
-from .checkpoint import (CHECKPOINT_DIRS, CHECKPOINT_FILES, METRICS, OPTIONAL_CHECKPOINT_FILES, PRIOR, expand_runs,
+from .checkpoint import (CHECKPOINT_DIRS, CHECKPOINT_FILES, OPTIONAL_CHECKPOINT_FILES, expand_runs,
                          load_config, locate)
 from .inference.ensemble import run_prior
 
@@ -145,7 +145,7 @@ def copy_model(run: Path, dest: Path) -> dict:
     for name in CHECKPOINT_FILES + OPTIONAL_CHECKPOINT_FILES:
         if (folder / name).exists():
             shutil.copy2(folder / name, dest / name)
-    atomic_write_text(dest / "config.yaml", portable_config((folder / "config.yaml").read_text(encoding="utf-8")))
+    atomic_write_text(dest / CONFIG, portable_config((folder / CONFIG).read_text(encoding="utf-8")))
     for name in CHECKPOINT_DIRS:
         shutil.copytree(folder / name, dest / name)
     prior, source = run_prior(run)

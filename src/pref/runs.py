@@ -21,10 +21,9 @@ from typing import Any, Sequence
 import pandas as pd
 
 from ..config import load_yaml
+from ..engine.rundir import CONFIG, METRICS, RunDir
 from ..errors import UsageError
-from .checkpoint import METRICS
 
-CONFIG = "config.yaml"
 IGNORED_IN_DIFF = {"out", "resume", "stop_after_steps", "fold"}  # where/how a run was started, not what it is
 
 
@@ -105,7 +104,7 @@ def describe(run: Path) -> dict[str, Any]:
     if flat.get("folds") and flat.get("fold") is not None and flat.get("fold", -1) >= 0:
         row["folds"] = f"fold {flat['fold']}/{flat['folds']}"
     if metrics is None:
-        row["state"] = "unfinished" if (run / "checkpoint").exists() else "no metrics"
+        row["state"] = "unfinished" if RunDir(run).checkpoint.exists() else "no metrics"
         return row
     row.update(val_log_loss=metrics.get("val_log_loss"), val_log_loss_uncalibrated=metrics.get("val_log_loss_uncalibrated"),
                val_accuracy=metrics.get("val_accuracy"), rows=metrics.get("n_val"),

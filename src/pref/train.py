@@ -1,7 +1,7 @@
 """One classifier run: data -> split -> encoder + head -> engine -> run dir.
 
-`run(cfg)` is what the CLI and the sweep call. It writes the run dir laid
-out in `pref/checkpoint.py` (config.yaml, data_report.json, prior.json,
+`run(cfg)` is what the CLI and the sweep call. It writes the run dir named
+in `engine/rundir.py` (config.yaml, data_report.json, prior.json,
 metrics.jsonl, metrics.json, checkpoint/best|last, val_predictions.csv,
 plots/). With `folds=K, fold=-1` it trains every fold in fold<i>/ and writes
 out-of-fold predictions and the CV log loss at the top.
@@ -23,18 +23,21 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..config import atomic_write_text, save_yaml
-from ..data.arena import read_pairs, write_report
+from ..config import save_yaml
+from ..data.arena import read_pairs
 from ..data.records import LABEL_NAMES, PairRecord
 from ..data.sources import limit_rows
 from ..data.tasks import per_language, task_metrics, training_records
 from ..data.split import fold_ids, train_val_split
 from ..device import DeviceChoice, check_precision, torch_dtype
 from ..engine import plots
+from ..engine.interrupt import TrainingInterrupted
+from ..engine.rundir import RunDir, Start, is_main_process
 from ..errors import UsageError
 from ..engine.loop import check_engine_device, make_accelerator, run_summary, train
 from ..engine.memory import decide_recompute, set_attention_dropout
 from ..engine.recompute import enable_activation_recompute
+from ..files import atomic_write_text, write_json
 from .inference.calibration import average_probs, fit_temperature, floor_probs, log_loss, temperature_bounds
 from .checkpoint import build_pref_model, init_from_run, load_pref_checkpoint, write_prior
 from .config import PrefConfig
@@ -53,16 +56,17 @@ def load_records(cfg: PrefConfig, run_dir: Path) -> list[PairRecord]:
     from ..data.synthetic import demo_csv
     path = cfg.data or str(demo_csv(cfg.demo_rows, seed=cfg.seed))
     result = read_pairs(path)
-    report = write_report(result, run_dir / "data_report.json")
+    report = result.report()
     kept, report["task"] = training_records(result.records, cfg.task, cfg.ties)  # binary: ties dropped/softened
-    atomic_write_text(run_dir / "data_report.json", json.dumps(report, indent=2) + "\n")
+    if is_main_process():  # every rank reads the data; one writes what it found
+        write_json(RunDir(run_dir).data_report, report)
     records = [r for r in kept if r.label is not None or r.target is not None]
     if len(records) < len(kept):
         raise UsageError(f"{path}: {len(kept) - len(records)} rows have no label: "
                          "training needs winner_model_a/winner_model_b/winner_tie (one-hot or probabilities)")
     if result.quarantine:
         print(f"[data] {path}: {len(result.quarantine)} of {result.rows} rows quarantined "
-              f"(see {run_dir / 'data_report.json'})")
+              f"(see {RunDir(run_dir).data_report})")
     if cfg.max_rows:
         records = limit_rows(records, cfg.max_rows, cfg.max_rows_pick, seed=cfg.seed)
     if len(records) < 10:
@@ -159,11 +163,12 @@ def _write_predictions(path: Path, records: list[PairRecord], probs: np.ndarray)
 
 def train_split(cfg: PrefConfig, records: list[PairRecord], train_idx: list[int], val_idx: list[int],
                 run_dir: Path, *, resume: bool = False, trial_hook=None,
-                extras: TrainingSources | None = None) -> dict:
+                extras: TrainingSources | None = None, started: Start | None = None) -> dict:
     """Train on train_idx (+ the extra sources), validate on the HARD rows of val_idx;
-    returns the final metrics dict."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_yaml(cfg, run_dir / "config.yaml", header=f"# python -m src.train_pref --config {run_dir / 'config.yaml'}")
+    returns the final metrics dict. `started` (RunDir.start) is told when training begins."""
+    rd = RunDir(run_dir)
+    rd.root.mkdir(parents=True, exist_ok=True)
+    _save_config(cfg, rd)
     accelerator, choice = make_accelerator(cfg.train, run_dir)
     from ..models.tiny import is_tiny_decoder
     check_precision(choice.precision, cfg.model)
@@ -189,6 +194,8 @@ def train_split(cfg: PrefConfig, records: list[PairRecord], train_idx: list[int]
     accelerator.print(f"[run] {run_dir}: {len(train_records)} train / {len(select_records)} select / "
                       f"{len(val_records)} val pairs, "
                       f"{choice.device} {choice.precision}, {accelerator.num_processes} process(es), {cfg.model} {cfg.arch}")
+    if started is not None:
+        started.begun()  # from here on a failure keeps the folder: it holds what --resume needs
     progress = train(cfg.train, task, model, run_dir, accelerator, resume=resume, trial_hook=trial_hook, hparams=cfg)
     if not progress.done:  # stopped early on purpose (--stop-after-steps): resume later
         return {"stopped_at_step": progress.step}
@@ -222,14 +229,14 @@ def train_split(cfg: PrefConfig, records: list[PairRecord], train_idx: list[int]
     if bayes is not None:
         metrics["val_bayes_log_loss"] = bayes
     if accelerator.is_main_process:
-        _write_predictions(run_dir / "val_predictions.csv", val_records, probs)
-        atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        _write_predictions(rd.val_predictions, val_records, probs)
+        write_json(rd.metrics, metrics)
         ref = {"class prior": metrics["val_log_loss_class_prior"]}
         if bayes is not None:
             ref["best possible"] = bayes
-        plots.loss_curves(run_dir / "metrics.jsonl", run_dir / "plots" / "loss_curves.png", reference=ref)
-        plots.reliability(probs, y, run_dir / "plots" / "reliability.png")
-        plots.confusion(probs, y, run_dir / "plots" / "confusion_matrix.png")
+        plots.loss_curves(rd.metrics_log, rd.plot("loss_curves.png"), reference=ref)
+        plots.reliability(probs, y, rd.plot("reliability.png"))
+        plots.confusion(probs, y, rd.plot("confusion_matrix.png"))
     accelerator.print(f"[done] val_log_loss {metrics['val_log_loss']:.4f} (uncalibrated "
                       f"{metrics['val_log_loss_uncalibrated']:.4f}, prior {metrics['val_log_loss_class_prior']:.4f}"
                       + (f", best possible {bayes:.4f}" if bayes is not None else "") + "), "
@@ -333,45 +340,60 @@ def split(cfg: PrefConfig, records: list[PairRecord]) -> tuple[list[int], list[i
                                  f"{round(1 / cfg.val_frac)})", "a larger --val-frac") from None
 
 
-def run(cfg: PrefConfig, *, resume: bool = False, trial_hook=None) -> dict:
+def _save_config(cfg: PrefConfig, rd: RunDir) -> None:
+    if is_main_process():
+        save_yaml(cfg, rd.config, header=f"# python -m src.train_pref --config {rd.config}")
+
+
+def run(cfg: PrefConfig, *, resume: bool = False, overwrite: bool = False, trial_hook=None) -> dict:
+    """One run (or all folds) into cfg.out. A folder that holds a run is refused unless
+    `overwrite` or `resume`; a start that fails (bad data, a model that does not load) leaves
+    no folder behind; Ctrl-C / SIGTERM saves checkpoint/last and says how to resume."""
     check_before_work(cfg)
     run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
     if not cfg.out:
         cfg.out = str(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    records = load_records(cfg, run_dir)
-    extras = load_extra_sources(cfg)
-    if not cfg.folds or cfg.fold >= 0:
-        tr, va = split(cfg, records)
-        return train_split(cfg, records, tr, va, run_dir, resume=resume, trial_hook=trial_hook, extras=extras)
-    return run_all_folds(cfg, records, run_dir, resume=resume, extras=extras)
+    rd = RunDir(run_dir)
+    try:
+        with rd.start(resume=resume, overwrite=overwrite) as started:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            records = load_records(cfg, run_dir)
+            extras = load_extra_sources(cfg)
+            if not cfg.folds or cfg.fold >= 0:
+                tr, va = split(cfg, records)
+                return train_split(cfg, records, tr, va, run_dir, resume=resume, trial_hook=trial_hook,
+                                   extras=extras, started=started)
+            return run_all_folds(cfg, records, run_dir, resume=resume, extras=extras, started=started)
+    except TrainingInterrupted as e:
+        raise TrainingInterrupted(f"{e}; continue with: python -m src.train_pref --config {rd.config} --resume",
+                                  e.step) from None
 
 
 def run_all_folds(cfg: PrefConfig, records: list[PairRecord], run_dir: Path, *, resume: bool,
-                  extras: TrainingSources | None = None) -> dict:
-
+                  extras: TrainingSources | None = None, started: Start | None = None) -> dict:
+    rd = RunDir(run_dir)
     try:
         folds = fold_ids(records, cfg.folds, cfg.seed)
     except ValueError as e:
         if "n_splits" not in str(e):
             raise
         raise _too_few_for_folds(records, f"--folds {cfg.folds}") from None
-    save_yaml(cfg, run_dir / "config.yaml", header=f"# python -m src.train_pref --config {run_dir / 'config.yaml'}")
+    _save_config(cfg, rd)
     oof = np.full((len(records), 3), np.nan)
     per_fold = []
     for k in range(cfg.folds):
-        fold_dir = run_dir / f"fold{k}"
-        if resume and (fold_dir / "metrics.json").exists():
-            m = json.loads((fold_dir / "metrics.json").read_text())
+        fold = rd.fold(k)
+        if resume and fold.metrics.exists():
+            m = json.loads(fold.metrics.read_text())
         else:
             tr = [i for i, f in enumerate(folds) if f != k]
             va = [i for i, f in enumerate(folds) if f == k]
-            m = train_split(replace(cfg, fold=k, out=str(fold_dir)), records, tr, va, fold_dir, resume=resume,
-                            extras=extras)
+            m = train_split(replace(cfg, fold=k, out=str(fold.root)), records, tr, va, fold.root, resume=resume,
+                            extras=extras, started=started)
             if "stopped_at_step" in m:
                 return m
         per_fold.append(m)
-        pred = pd.read_csv(fold_dir / "val_predictions.csv", dtype={"id": str})
+        pred = pd.read_csv(fold.val_predictions, dtype={"id": str})
         pos = {r.id: i for i, r in enumerate(records)}
         oof[[pos[i] for i in pred["id"]]] = pred[list(LABEL_NAMES)].to_numpy()
     hard = np.array([r.label is not None for r in records])  # validation scores hard rows only
@@ -387,9 +409,8 @@ def run_all_folds(cfg: PrefConfig, records: list[PairRecord], run_dir: Path, *, 
     langs = per_language(cfg.task, [r for r, h in zip(records, hard) if h], oof[hard], y[hard])
     if langs:
         metrics["per_language"] = langs
-    _write_predictions(run_dir / "oof_predictions.csv", records, oof)
-    atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    _write_predictions(rd.oof_predictions, records, oof)
+    write_json(rd.metrics, metrics)
     print(f"[cv] {cfg.folds}-fold log loss {metrics['cv_log_loss']:.4f} "
           f"(folds: {', '.join(f'{v:.4f}' for v in metrics['fold_val_log_loss'])})")
     return metrics
-

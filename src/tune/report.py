@@ -25,7 +25,9 @@ import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 from optuna.trial import TrialState  # noqa: E402
 
-from ..config import atomic_write_text, from_dict, save_yaml  # noqa: E402
+from ..config import from_dict, save_yaml  # noqa: E402
+from ..engine.rundir import RunDir  # noqa: E402
+from ..files import atomic_write_text  # noqa: E402
 from ..pref.config import PrefConfig  # noqa: E402
 from . import study as st  # noqa: E402
 
@@ -157,7 +159,7 @@ def write_report(study: optuna.Study, out: Path, *, best_config: Path | None = N
     if write_best_config(study, cfg_path) is not None:
         summary["best_config"] = str(cfg_path)
     if plots:
-        summary["plots"] = write_plots(study, out / "plots")
+        summary["plots"] = write_plots(study, RunDir(out).plots)  # a sweep dir keeps plots/ as a run does
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=str) + "\n")
     if not quiet:
         print(format_table(table))

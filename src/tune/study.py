@@ -49,7 +49,8 @@ from typing import Any, Callable
 import optuna
 from optuna.trial import TrialState
 
-from ..config import to_dict
+from ..config import run_config
+from ..engine.rundir import RunDir
 from ..errors import UsageError
 from .space import SweepSpec
 
@@ -294,7 +295,7 @@ def trim_checkpoints(study: optuna.Study, spec: SweepSpec) -> list[int]:
     for t in study.get_trials(deepcopy=False):
         if not t.state.is_finished() or (t.state == TrialState.COMPLETE and spec.study.keep_checkpoints):
             continue
-        ckpt = Path(t.user_attrs.get("run_dir", "")) / "checkpoint"
+        ckpt = RunDir(t.user_attrs.get("run_dir", "")).checkpoint
         if t.user_attrs.get("run_dir") and ckpt.is_dir():
             shutil.rmtree(ckpt, ignore_errors=True)
             trimmed.append(t.number)
@@ -411,7 +412,7 @@ class TrialObjective:
             shutil.rmtree(run_dir)
         cfg = self.spec.trial_config(params, run_dir)
         trial.set_user_attr("run_dir", str(run_dir))
-        trial.set_user_attr("config", to_dict(cfg))
+        trial.set_user_attr("config", run_config(cfg))  # as config.yaml and best_config.yaml hold it
         trial.set_user_attr("lr_effective", cfg.lr)
         print(f"[sweep] trial {trial.number} (worker {self.worker}): "
               + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
@@ -439,7 +440,7 @@ class TrialObjective:
         finally:
             trial.set_user_attr("seconds", round(time.perf_counter() - t0, 2))
             if not (ok and self.spec.study.keep_checkpoints):
-                shutil.rmtree(run_dir / "checkpoint", ignore_errors=True)
+                shutil.rmtree(RunDir(run_dir).checkpoint, ignore_errors=True)
             if exited:  # optuna leaves a trial RUNNING on SystemExit
                 with contextlib.suppress(Exception):
                     trial.storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)

@@ -22,10 +22,11 @@ import json
 import math
 import os
 import time
-from pathlib import Path
 
-from ..config import atomic_write_text, save_yaml
+from ..config import save_yaml
+from ..engine.rundir import RunDir
 from ..errors import UsageError
+from ..files import write_json
 from ..pref.config import PrefConfig
 
 
@@ -46,9 +47,9 @@ def loss_at(cfg: PrefConfig, epoch: float) -> float:
 
 
 def run(cfg: PrefConfig, *, resume: bool = False, trial_hook=None) -> dict:
-    out = Path(cfg.out or "runs/toy")
-    out.mkdir(parents=True, exist_ok=True)
-    save_yaml(cfg, out / "config.yaml", header="# toy objective (src/tune/toy.py)")
+    rd = RunDir(cfg.out or "runs/toy")
+    rd.root.mkdir(parents=True, exist_ok=True)
+    save_yaml(cfg, rd.config, header="# toy objective (src/tune/toy.py)")
     if cfg.model == "toy-error":
         raise ValueError("toy: injected failure")
     if cfg.model == "toy-usage":
@@ -61,7 +62,7 @@ def run(cfg: PrefConfig, *, resume: bool = False, trial_hook=None) -> dict:
     n_train = max(1, round(rows * (1 - cfg.val_frac)))
     per_epoch, total = cfg.optimizer_steps(math.ceil(n_train / cfg.batch_size))
     sleep = float(os.environ.get("TOY_SECONDS_PER_EVAL", "0"))
-    metrics_path = out / "metrics.jsonl"
+    metrics_path = rd.metrics_log
     metrics_path.unlink(missing_ok=True)
     best = None
     for step in range(1, total + 1):
@@ -80,5 +81,5 @@ def run(cfg: PrefConfig, *, resume: bool = False, trial_hook=None) -> dict:
         if trial_hook is not None:
             trial_hook(step, m)
     final = {"val_log_loss": best, "steps": total, "n_train": n_train}
-    atomic_write_text(out / "metrics.json", json.dumps(final, indent=2) + "\n")
+    write_json(rd.metrics, final)
     return final

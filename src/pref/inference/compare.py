@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ...data.records import LABEL_NAMES
+from ...engine.rundir import RunDir
 from ...errors import UsageError
 from .calibration import PROB_FLOOR
 
@@ -35,9 +36,9 @@ def row_losses(frame: pd.DataFrame) -> np.ndarray:
 
 
 def _val_predictions(run: str | Path) -> pd.DataFrame:
-    path = Path(run) / "val_predictions.csv"
+    path = RunDir(run).val_predictions
     if not path.is_file():
-        raise UsageError(f"{run}: no val_predictions.csv (not a finished single-split or fold run)")
+        raise UsageError(f"{run}: no {path.name} (not a finished single-split or fold run)")
     return pd.read_csv(path)
 
 
@@ -63,6 +64,6 @@ def paired(runs_a: list[str | Path], runs_b: list[str | Path]) -> Paired:
 
 def fold_figures(run: str | Path) -> dict:
     """The figures metrics.json names (calibrated, uncalibrated, accuracy, rows, seconds)."""
-    m = json.loads((Path(run) / "metrics.json").read_text(encoding="utf-8"))
+    m = json.loads(RunDir(run).metrics.read_text(encoding="utf-8"))
     keys = ["val_log_loss", "val_log_loss_uncalibrated", "val_accuracy", "n_train", "n_val", "train_seconds"]
     return {k: m.get(k) for k in keys}

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from ...data.records import PairRecord
-from ..checkpoint import DATA_REPORT, PRIOR, load_pref_checkpoint, locate
+from ...engine.rundir import DATA_REPORT, PRIOR
+from ..checkpoint import load_pref_checkpoint, locate
 from ..config import PrefConfig
 from .predict import predict_records
 

@@ -27,9 +27,9 @@ import pandas as pd
 from scipy.optimize import minimize
 
 from ...data.records import LABEL_NAMES
+from ...engine.rundir import RunDir
 from ...errors import UsageError
 
-OOF_FILES = ("oof_predictions.csv", "val_predictions.csv")  # K-fold run dir, then a hold-out run
 T_BOUNDS = (0.05, 20.0)
 
 
@@ -52,7 +52,7 @@ class FittedWeights:
     n_rows: int
 
     def save(self, path: str | os.PathLike) -> None:
-        from ...config import atomic_write_text
+        from ...files import atomic_write_text
         atomic_write_text(path, json.dumps(asdict(self), indent=2) + "\n")
 
 
@@ -71,11 +71,12 @@ def load_weights_file(path: str | os.PathLike, runs: Sequence[str] | None = None
 
 
 def oof_path(run_dir: str | os.PathLike) -> Path:
-    d = Path(run_dir)
-    for name in OOF_FILES:
-        if (d / name).exists():
-            return d / name
-    raise UsageError(f"{d}: no out-of-fold predictions ({' or '.join(OOF_FILES)}); train with --folds K")
+    candidates = RunDir(run_dir).predictions()  # K-fold run dir, then a hold-out run
+    for path in candidates:
+        if path.exists():
+            return path
+    raise UsageError(f"{run_dir}: no out-of-fold predictions ({' or '.join(p.name for p in candidates)}); "
+                     "train with --folds K")
 
 
 def read_oof(run_dir: str | os.PathLike) -> pd.DataFrame:

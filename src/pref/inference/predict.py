@@ -262,7 +262,6 @@ def predict_records(run, records: list[PairRecord], *, device: str = "auto", pre
     if not records:
         return RunPrediction(np.zeros((0, 3)), stats)
     if tta and tta_deadline is not None:  # time-budgeted, confidence-gated swap (inference/tta.py)
-        from .tta import predict_gated
         budget = token_budget(cfg, max_len=max_len, batch_size=batch_size, max_tokens=max_tokens, both_orders=False)
         return predict_gated(run, records, stats, devices=devices, precision=prec, max_len=max_len, budget=budget,
                              deadline=tta_deadline, progress=progress, quant=quant)
@@ -293,5 +292,45 @@ def predict_records(run, records: list[PairRecord], *, device: str = "auto", pre
         "rows_per_s": len(records) / max(t2 - t0, 1e-9), "model_rows_per_s": len(records) / max(t2 - t1, 1e-9),
         "real_tokens": out.real_tokens, "padded_tokens": out.padded_tokens,
         "pad_fraction": 1.0 - out.real_tokens / max(out.padded_tokens, 1),
+    })
+    return RunPrediction(probs, stats)
+
+
+def predict_gated(run, records, stats: dict, *, devices: list[str], precision: str, max_len: int, budget: int,
+                  deadline: float, progress: bool = False, quant=None):
+    """`predict_records` for a gated budget: the A-first pass over every row, then `gated_swap`
+    with the swapped records' own encoding (`records.swap` of each: the exact mirror the
+    both-orders pass would build). Returns its RunPrediction."""
+    from ...data.records import swap
+    from .tta import combine, gated_swap
+    cfg, model = run.cfg, run.model
+    t0 = time.perf_counter()
+    kw = dict(arch=cfg.arch, max_len=max_len, prompt_budget=cfg.prompt_budget, keep=cfg.keep, both_orders=False,
+              judge=getattr(cfg, "head", "mlp") == "lm", privileged=cfg.privileged)
+    enc = encode_pairs(records, run.tokenizer, **kw)
+    enc_swapped = encode_pairs([swap(r) for r in records], run.tokenizer, **kw)
+    t1 = time.perf_counter()
+    # replicas once: the swapped pass calls the model chunk by chunk, and must not copy it per chunk
+    reps = quant.models if quant else [replica(model, d, precision, copy_model=k > 0) for k, d in enumerate(devices)]
+    first = predict_on_devices(model, enc, devices=devices, precision=precision, budget=budget, both_orders=False,
+                               progress=progress, replicas=reps)
+    tokens = [first.real_tokens, first.padded_tokens]
+
+    def swapped(rows):
+        out = predict_on_devices(model, enc_swapped, devices=devices, precision=precision, budget=budget,
+                                 both_orders=False, rows=rows, replicas=reps)
+        tokens[0] += out.real_tokens
+        tokens[1] += out.padded_tokens
+        return out.ab
+    gated = gated_swap(first.ab, swapped, deadline=deadline, temperature=run.temperature)
+    probs = combine(first.ab, gated, run.temperature)
+    probs[~np.isfinite(probs).all(1)] = np.nan  # no fp32 re-run here: such rows get the class prior
+    t2 = time.perf_counter()
+    stats.update({
+        "tta_gated": True, "tta_rows_both_orders": int(gated.swapped.sum()),
+        "seconds_swapped_pass": gated.seconds, "nonfinite_rows": int(np.isnan(probs).any(1).sum()),
+        "token_budget": budget, "seconds_tokenize": t1 - t0, "seconds_model": t2 - t1,
+        "rows_per_s": len(records) / max(t2 - t0, 1e-9), "model_rows_per_s": len(records) / max(t2 - t1, 1e-9),
+        "real_tokens": tokens[0], "padded_tokens": tokens[1], "pad_fraction": 1.0 - tokens[0] / max(tokens[1], 1),
     })
     return RunPrediction(probs, stats)

@@ -81,7 +81,7 @@ def pseudo_label_frame(records: Sequence[PairRecord], probs: np.ndarray, runs: S
 def write_pseudo_labels(records: Sequence[PairRecord], probs: np.ndarray, runs: Sequence[str],
                         out: str | os.PathLike, *, min_confidence: float = 0.0, extra_report: dict | None = None) -> dict:
     """Write the soft-label CSV and its report; returns the report."""
-    from ...config import atomic_write_text
+    from ...files import atomic_write_text
     df, report = pseudo_label_frame(records, probs, runs, min_confidence=min_confidence)
     report = {"out": str(out), **report, **(extra_report or {})}
     atomic_write_text(out, df.to_csv(index=False, float_format=f"%.{DECIMALS}f"))

@@ -33,11 +33,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ...config import atomic_write_text
 from ...data.arena import ReadResult, is_jsonl_path, read_pairs
 from ...data.records import LABEL_NAMES
 from ...data.rows import IdScan, scan_ids
 from ...data.tasks import BINARY_HEADER, BINARY_WINNERS, binary_winners, check_task, per_language, task_metrics
+from ...files import atomic_write_text
 from .calibration import floor_probs, log_loss
 from ..checkpoint import expand_runs
 from .ensemble import predict_runs

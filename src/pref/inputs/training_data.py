@@ -31,13 +31,13 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ...config import atomic_write_text
 from ...data.arena import read_pairs
 from ...data.records import LABEL_NAMES, PairRecord
 from ...data.sources import SourceSpec, epoch_rows, merge_training, parse_source_spec
 from ...data.targets import label_kinds
+from ...engine.rundir import RunDir
 from ...errors import UsageError
-from ..checkpoint import DATA_REPORT
+from ...files import atomic_write_text
 
 TEACHER_CACHE = "teacher_predictions.csv"
 MIN_SELECT_ROWS = 10  # below this a fitted temperature is noise
@@ -141,7 +141,7 @@ def training_rows(cfg, records: Sequence[PairRecord], train_idx: Sequence[int], 
 
 def _update_report(run_dir: Path, merged, rows: np.ndarray, val_records: list[PairRecord], n_val_hard: int,
                    select: dict) -> None:
-    path = run_dir / DATA_REPORT
+    path = RunDir(run_dir).data_report
     report = json.loads(path.read_text()) if path.exists() else {}
     per_source = np.bincount(merged.source[rows], minlength=len(merged.blocks)) if len(rows) else np.zeros(len(merged.blocks))
     blocks = []
@@ -162,9 +162,9 @@ def _update_report(run_dir: Path, merged, rows: np.ndarray, val_records: list[Pa
 # --- the teacher ---------------------------------------------------------------------
 
 def _teacher_oof(teacher: Path) -> pd.DataFrame | None:
-    for name in ("oof_predictions.csv", "val_predictions.csv"):
-        if (teacher / name).exists():
-            df = pd.read_csv(teacher / name, dtype={"id": str})
+    for path in RunDir(teacher).predictions():
+        if path.exists():
+            df = pd.read_csv(path, dtype={"id": str})
             return df.dropna(subset=list(LABEL_NAMES))
     return None
 

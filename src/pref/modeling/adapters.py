@@ -8,7 +8,7 @@ fills them; every key of the file must land and every missing key must be a base
 weight, so a head cannot silently come back random (the peft SEQ_CLS pitfall) and an
 adapter of another shape is an error, not noise.
 
-`merge_run` folds the adapters into the base (peft merge_and_unload) and writes a plain
+`merge_folder` (called by pref/checkpoint.merge_run) folds the adapters into the base (peft merge_and_unload) and writes a plain
 folder: the merged backbone (save_pretrained), the head, the tokenizer.
 """
 from __future__ import annotations
@@ -160,27 +160,17 @@ def merge_into(model: Any) -> Any:
 
 
 def merge_folder(model: Any, tokenizer: Any, out: Path) -> None:
-    """Write a merged checkpoint: backbone/ (save_pretrained), head.safetensors, tokenizer/."""
+    """Write a merged checkpoint: backbone/ (save_pretrained), head.safetensors, tokenizer/.
+    An existing `out` is refused before anything is merged or written; the folder appears
+    whole or not at all (src/files.atomic_dir)."""
     from safetensors.torch import save_file
-    merge_into(model)
+    from ...files import atomic_dir
     out = Path(out)
-    tmp = out.with_name(out.name + ".partial")
-    model.encoder.save_pretrained(tmp / "backbone")
-    tokenizer.save_pretrained(tmp / "tokenizer")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith("encoder.")},
-              str(tmp / "head.safetensors"))
     if out.exists():
-        raise UsageError(f"--merge: {out} exists; choose another --out")
-    tmp.rename(out)
-
-
-def merge_run(run: str | Path) -> Path:
-    """python -m src.train_pref --merge RUN: RUN/merged/ (backbone/, head.safetensors, tokenizer/)."""
-    from ..checkpoint import best_folder, load_pref_checkpoint
-    folder = best_folder(run)
-    if not (read_meta(folder) or {}).get("lora"):
-        raise UsageError(f"--merge {run}: not a LoRA run (its checkpoint already holds the full weights)")
-    model, tokenizer, _, _ = load_pref_checkpoint(folder)
-    out = Path(run) / "merged"
-    merge_folder(model, tokenizer, out)
-    return out
+        raise UsageError(f"--merge: {out} exists; choose another --out (or remove it)")
+    merge_into(model)
+    with atomic_dir(out) as tmp:
+        model.encoder.save_pretrained(tmp / "backbone")
+        tokenizer.save_pretrained(tmp / "tokenizer")
+        save_file({k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith("encoder.")},
+                  str(tmp / "head.safetensors"))

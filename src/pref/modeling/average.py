@@ -30,7 +30,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ...config import atomic_write_text
+from ...engine.rundir import RunDir
+from ...files import atomic_write_text
 from ...errors import UsageError
 
 # config fields a fold may differ in; anything else differing means the runs do not average
@@ -65,7 +66,7 @@ def average_state_dicts(states: Sequence[dict[str, torch.Tensor]], names: Sequen
 
 def _check_configs(folders: Sequence[Path]) -> None:
     from ...config import load_yaml
-    cfgs = [load_yaml(f / "config.yaml") for f in folders]
+    cfgs = [load_yaml(RunDir(f).config) for f in folders]
 
     def flat(d: dict, prefix: str = "") -> dict:
         out = {}
@@ -117,6 +118,6 @@ def average_runs(runs: Sequence[str | os.PathLike], out: str | os.PathLike) -> d
                "method": "elementwise mean of every float tensor of the checkpoint files (LoRA: A and B "
                          "averaged separately, not the merged deltas)",
                "note": "every OOF row of these folds was trained on by K-1 of the averaged models"}
-    atomic_write_text(tmp / "metrics.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(RunDir(tmp).metrics, json.dumps(summary, indent=2) + "\n")
     tmp.rename(out)
     return summary
