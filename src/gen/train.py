@@ -155,8 +155,7 @@ def _write_initial_eval(task: GenTask, model: Any, accelerator: Any, path: Path)
     m = {"step": 0, **m}
     if accelerator.is_main_process:
         atomic_write_text(path, json.dumps(m, indent=2) + "\n")
-    accelerator.print(f"[eval] before training: eval_loss={m['eval_loss']:.4g}, "
-                      f"eval_perplexity={m['eval_perplexity']:.4g}")
+    accelerator.print("[eval] before training: " + ", ".join(f"{k}={v:.4g}" for k, v in m.items() if k != "step"))
     return m
 
 
@@ -183,16 +182,27 @@ def run(cfg: GenConfig, *, resume: bool = False) -> dict:
     check_name(cfg.model)  # a typo ('tiy') is "did you mean", before any data question
     run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg)
     cfg.out = str(run_dir)
+    dpo = None
+    if cfg.objective == "dpo":  # read before the run dir exists: bad pairs leave nothing behind
+        from .dpo_data import load_dpo_data
+        dpo = load_dpo_data(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     accelerator, choice = make_accelerator(cfg.train, run_dir)
     if accelerator.is_main_process:
         save_yaml(cfg, run_dir / "config.yaml", header=f"# python -m src.train_gen --config {run_dir / 'config.yaml'}")
     torch.manual_seed(cfg.seed)
 
-    data = load_data(cfg, run_dir, accelerator, resume)
-    tokenizer = data.tokenizer()
-    train_rows, val_rows = data.train, data.val
-    prompts = sample_prompt_ids(cfg, data, tokenizer)
+    if dpo is not None:
+        from .dpo_data import prompt_of
+        data, tokenizer, train_rows, val_rows = dpo, dpo.tokenizer, dpo.train, dpo.val
+        prompts = [prompt_of(r) for r in val_rows[:cfg.sample_count]]
+        if accelerator.is_main_process:
+            atomic_write_text(run_dir / "data_report.json", json.dumps(dpo.report, indent=2, ensure_ascii=False) + "\n")
+    else:
+        data = load_data(cfg, run_dir, accelerator, resume)
+        tokenizer = data.tokenizer()
+        train_rows, val_rows = data.train, data.val
+        prompts = sample_prompt_ids(cfg, data, tokenizer)
     if cfg.objective == "clm":
         for r in train_rows + val_rows:
             r["labels"] = clm_labels(r)
@@ -215,7 +225,12 @@ def run(cfg: GenConfig, *, resume: bool = False) -> dict:
         if base_dir is not None:
             shutil.copytree(base_dir, folder / "base")
 
-    task = GenTask(cfg, train_rows, val_rows, tokenizer, run_dir, accelerator.device.type, save_best, prompts)
+    if dpo is not None:  # reference: LoRA's base with adapters disabled, or a frozen copy (full)
+        from .dpo import DPOTask, frozen_copy
+        task = DPOTask(cfg, train_rows, val_rows, tokenizer, run_dir, accelerator.device.type, save_best, prompts,
+                       ref_model=frozen_copy(model) if cfg.finetune == "full" else None)
+    else:
+        task = GenTask(cfg, train_rows, val_rows, tokenizer, run_dir, accelerator.device.type, save_best, prompts)
     rank, world = accelerator.process_index, accelerator.num_processes
     total = planned_steps(cfg, task.lengths(), rank, world)
     step_cfg = cfg.train
@@ -254,7 +269,9 @@ def run(cfg: GenConfig, *, resume: bool = False) -> dict:
     metrics = {
         **{k: v for k, v in best.items() if k.startswith("eval_")},
         "initial_eval_loss": initial["eval_loss"] if initial else None,
-        "initial_eval_perplexity": initial["eval_perplexity"] if initial else None,
+        "initial_eval_perplexity": initial.get("eval_perplexity") if initial else None,
+        **({f"initial_{k}": v for k, v in initial.items() if k.startswith("eval_") and k != "eval_loss"}
+           if initial and dpo is not None else {}),
         **run_summary(progress, cfg.train, task.lengths()),
         "n_train": len(train_rows), "n_val": len(val_rows),
         "trainable_params": info["trainable_params"], "total_params": info["total_params"],
@@ -265,10 +282,15 @@ def run(cfg: GenConfig, *, resume: bool = False) -> dict:
         atomic_write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         plots.loss_curves(run_dir / "metrics.jsonl", run_dir / "plots" / "loss_curves.png",
                           keys=("train_loss", "eval_loss"))
-        perplexity_plot(progress.history, initial, run_dir / "plots" / "perplexity.png")
+        if dpo is None:
+            perplexity_plot(progress.history, initial, run_dir / "plots" / "perplexity.png")
         best_csv = best_val_losses(run_dir)
         if best_csv.exists():  # the per-sequence losses of the model that is kept
             shutil.copyfile(best_csv, run_dir / "val_losses.csv")
+    if dpo is not None:
+        accelerator.print(f"[done] DPO eval_loss {metrics['eval_loss']:.4f}, held-out preference accuracy "
+                          f"{metrics['eval_pref_accuracy']:.3f}, reward margin {metrics['eval_reward_margin']:.4g} -> {run_dir}")
+        return metrics
     first = f" (from {metrics['initial_eval_perplexity']:.4g} before training)" if initial else ""
     accelerator.print(f"[done] eval_loss {metrics['eval_loss']:.4f}, perplexity {metrics['eval_perplexity']:.4g}{first}, "
                       f"{metrics['train_tokens_per_s']:.0f} train tokens/s -> {run_dir}")
