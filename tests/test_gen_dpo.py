@@ -217,5 +217,25 @@ def test_dpo_resume_ends_where_an_uninterrupted_run_ends_and_it_learns(tmp_path,
     assert report["totals"]["val_pairs"] == whole["eval_pairs"]
     evals = [r for ln in (d / "metrics.jsonl").read_text().splitlines() if (r := json.loads(ln))["kind"] == "eval"]
     assert {"eval_pref_accuracy", "eval_reward_margin", "eval_chosen_reward", "eval_rejected_reward"} <= set(evals[-1])
+    # reply statistics of the logged samples: in every eval line (and before training), plotted
+    assert {"sample_reply_tokens_mean", "sample_eos_share", "sample_repeat_share"} <= set(evals[-1])
+    assert "initial_sample_reply_tokens_mean" in whole and (d / "plots" / "reply_stats.png").exists()
+    samples = [json.loads(ln) for ln in (d / "samples.jsonl").read_text().splitlines()]
+    assert [s["new_tokens"] for s in samples if s["step"] == evals[-1]["step"]] == [evals[-1]["sample_reply_tokens_mean"]]
     if finetune == "lora":  # the resume checkpoint holds only what trains
         assert all("lora_" in k or "trainable_tokens" in k for k in a), sorted(a)[:5]
+
+
+# --- reply statistics ---------------------------------------------------------------------------
+
+def test_ngram_runs_and_reply_stats():
+    from src.gen.reply_stats import has_ngram_run, reply_stats
+    assert has_ngram_run([5, 5, 5]) and has_ngram_run([1, 2, 3, 4, 2, 3, 4, 2, 3, 4, 9])
+    assert not has_ngram_run([5, 5, 6, 5, 5]) and not has_ngram_run(list(range(40)))
+    assert not has_ngram_run([1, 2, 1, 2, 3])  # twice in a row is not a run
+    long_loop = list(range(9)) * 3  # a 9-gram loop is beyond the 8-token window
+    assert not has_ngram_run(long_loop) and has_ngram_run(long_loop, max_n=9)
+    s = reply_stats([[1, 2, 0], [7, 7, 7, 7], [3]], ["eos", "length", "eos"])
+    assert s["sample_reply_tokens_mean"] == pytest.approx(8 / 3) and s["sample_reply_tokens_median"] == 3
+    assert s["sample_eos_share"] == pytest.approx(2 / 3) and s["sample_repeat_share"] == pytest.approx(1 / 3)
+    assert reply_stats([], []) == {}

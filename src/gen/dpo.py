@@ -159,5 +159,6 @@ class DPOTask(GenTask):
         if self.ref_model is not None:
             self.ref_model.to(accelerator.device)
         # every process scores all held-out pairs (small); only the main one logs them
-        return preference_metrics(net, self.val_rows, self.beta, self.pad_id, ref_model=self.ref_model,
-                                  device=accelerator.device, max_tokens=self.cfg.eval_max_tokens)
+        metrics = preference_metrics(net, self.val_rows, self.beta, self.pad_id, ref_model=self.ref_model,
+                                     device=accelerator.device, max_tokens=self.cfg.eval_max_tokens)
+        return {**metrics, **self.sample_metrics(net, accelerator)}

@@ -6,7 +6,9 @@ metrics.jsonl (one line per eval), metrics.json (final: eval_loss, eval_perplexi
 train_tokens_per_s, ...), val_losses.csv (per validation sequence, worst first),
 samples.jsonl (generations from fixed prompts at each eval), checkpoint/best (for
 generation: `python -m src.generate --run RUN`), checkpoint/last (for --resume),
-plots/ (loss and perplexity curves). The checkpoint layout is src/gen/checkpoint.py's.
+plots/ (loss and perplexity curves; reply length and stopping of the samples, src/gen/reply_stats.py).
+The checkpoint layout is src/gen/checkpoint.py's. `--objective dpo` reads pairwise files instead
+(src/gen/dpo_data.py, src/gen/dpo.py) and writes data_report.json in the run dir.
 
 Long runs in parts: `--parts N --part K` trains the K-th of N consecutive slices of the
 run's optimizer steps (so of its shuffled data), checkpoints, and stops; part K+1
@@ -35,6 +37,7 @@ from .dataset import load_tokenized
 from ..models import check_name
 from .model import load_base, prepare_for_training, resolve_load_dtype
 from .render import tokenize_config
+from .reply_stats import reply_stats_plot
 from .task import GenTask, clm_labels, response_start
 
 RAW_SUFFIXES = (".jsonl", ".json", ".csv")
@@ -267,11 +270,11 @@ def run(cfg: GenConfig, *, resume: bool = False) -> dict:
     best = [h for h in progress.history if h["step"] == progress.best_step][-1]
     initial = json.loads(initial_path.read_text()) if initial_path.exists() else None
     metrics = {
-        **{k: v for k, v in best.items() if k.startswith("eval_")},
+        **{k: v for k, v in best.items() if k.startswith(("eval_", "sample_"))},
         "initial_eval_loss": initial["eval_loss"] if initial else None,
         "initial_eval_perplexity": initial.get("eval_perplexity") if initial else None,
-        **({f"initial_{k}": v for k, v in initial.items() if k.startswith("eval_") and k != "eval_loss"}
-           if initial and dpo is not None else {}),
+        **{f"initial_{k}": v for k, v in (initial or {}).items()  # DPO's held-out pair metrics, sample statistics
+           if k.startswith(("eval_", "sample_")) and k not in ("eval_loss", "eval_perplexity")},
         **run_summary(progress, cfg.train, task.lengths()),
         "n_train": len(train_rows), "n_val": len(val_rows),
         "trainable_params": info["trainable_params"], "total_params": info["total_params"],
@@ -284,6 +287,7 @@ def run(cfg: GenConfig, *, resume: bool = False) -> dict:
                           keys=("train_loss", "eval_loss"))
         if dpo is None:
             perplexity_plot(progress.history, initial, run_dir / "plots" / "perplexity.png")
+        reply_stats_plot(progress.history, initial, run_dir / "plots" / "reply_stats.png")
         best_csv = best_val_losses(run_dir)
         if best_csv.exists():  # the per-sequence losses of the model that is kept
             shutil.copyfile(best_csv, run_dir / "val_losses.csv")
