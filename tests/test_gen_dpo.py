@@ -239,3 +239,21 @@ def test_ngram_runs_and_reply_stats():
     assert s["sample_reply_tokens_mean"] == pytest.approx(8 / 3) and s["sample_reply_tokens_median"] == 3
     assert s["sample_eos_share"] == pytest.approx(2 / 3) and s["sample_repeat_share"] == pytest.approx(1 / 3)
     assert reply_stats([], []) == {}
+
+
+def test_sft_on_a_pairs_file_trains_the_preferred_side_of_max_rows_rows(tmp_path):
+    from src.data.chat import BOT, read_chat
+    from src.gen.train import prepare_config
+    data = arena_csv(tmp_path / "p.csv", 30, ties=5)
+    pc = prepare_config(GenConfig(**{**BASE, "objective": "sft", "data": str(data), "max_rows": 20}))
+    result = read_chat(pc.input_specs[0])
+    assert result.skipped["max_rows"] == 15 and result.ok_rows == 20  # the first 20 rows (no ties among them)
+    csv = pd.read_csv(data).set_index("id")
+    for ep in result.episodes:
+        rec = csv.loc[int(ep.id.split(":")[1])]
+        a, b = json.loads(rec["response_a"])[0], json.loads(rec["response_b"])[0]
+        assert [t.text for t in ep.turns if t.role == BOT] == [a if rec["winner_model_a"] == 1 else b]
+    sampled = prepare_config(GenConfig(**{**BASE, "objective": "sft", "data": str(data), "max_rows": 20,
+                                          "max_rows_pick": "sample"}))
+    picked = read_chat(sampled.input_specs[0])
+    assert picked.skipped["max_rows"] == 15 and {e.id for e in picked.episodes} != {e.id for e in result.episodes}

@@ -33,7 +33,7 @@ class GenConfig:
                                  "(--data: arena CSV / pairwise JSONL; see src/gen/dpo.py)", choices=list(OBJECTIVES))
     beta: float = knob(0.1, "DPO: strength of the pull towards the frozen reference (higher = stays closer)",
                        low=0, low_open=True)
-    max_rows: int = knob(0, "DPO: use only N rows of each --data file (0 = all), picked by --max-rows-pick", low=0)
+    max_rows: int = knob(0, "use only N rows of a pairwise --data file (0 = all), picked by --max-rows-pick", low=0)
     max_rows_pick: str = knob("first", "which rows --max-rows keeps: first (as read) or sample (whole prompt "
                                        "groups drawn from --seed), as train_pref", choices=["first", "sample"])
     finetune: str = knob("lora", "lora (adapters via peft) or full fine-tuning (--lora / --full)",

@@ -80,7 +80,8 @@ def prepare_config(cfg: GenConfig) -> Any:
         t["labels"] = "response_only"
         return PrepareChatConfig(**{**d, "tokenizer": cfg.model, "tokenize": t})
     if path.suffix.lower() in RAW_SUFFIXES and path.is_file():
-        return PrepareChatConfig(**base, inputs=[{"path": str(path)}], tokenize=tok)
+        spec = {"path": str(path), "max_rows": cfg.max_rows, "max_rows_pick": cfg.max_rows_pick, "seed": cfg.seed}
+        return PrepareChatConfig(**base, inputs=[spec], tokenize=tok)
     raise RunError(f"--data {path}: not a prepared dataset (no meta.json), a prepare YAML or a chat file "
                      f"({', '.join(RAW_SUFFIXES)})")
 
