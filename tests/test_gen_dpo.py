@@ -114,7 +114,7 @@ def test_pairs_label_only_the_final_reply_and_prompt_equals_generation(tmp_path)
     assert d.report["inputs"][0]["skipped"] == {"tie": 4, "identical": 3}
     totals = d.report["totals"]
     dropped = sum(sum(e["dropped"].values()) for e in d.report["filters_on_chosen"])
-    assert totals["pairs_read"] == 30 and totals["pairs_after_filters"] == 30 - dropped  # every filter counted
+    assert totals["pairs_read"] == 30 and totals["pairs_after_filters"] == 30 - dropped - totals["duplicate_pairs"]
     assert totals["train_pairs"] + totals["val_pairs"] == totals["pairs_after_filters"] and totals["val_pairs"] > 0
     csv = pd.read_csv(data).set_index("id")
     for row in d.train + d.val:
@@ -239,6 +239,19 @@ def test_ngram_runs_and_reply_stats():
     assert s["sample_reply_tokens_mean"] == pytest.approx(8 / 3) and s["sample_reply_tokens_median"] == 3
     assert s["sample_eos_share"] == pytest.approx(2 / 3) and s["sample_repeat_share"] == pytest.approx(1 / 3)
     assert reply_stats([], []) == {}
+
+
+def test_one_winner_over_several_losers_is_several_pairs_and_exact_copies_one(tmp_path):
+    from src.gen.dpo_data import load_dpo_data
+    rows = []
+    for i, loser in enumerate(["no.", "whatever.", "go ask someone else.", "no."] * 3):
+        rows.append({"id": i, "model_a": "", "model_b": "", "prompt": json.dumps([f"Tell me about the map {i // 4}."]),
+                     "response_a": json.dumps(["Let me tell you what I know about the old map."]),
+                     "response_b": json.dumps([loser]), "winner_model_a": 1, "winner_model_b": 0, "winner_tie": 0})
+    pd.DataFrame(rows).to_csv(tmp_path / "p.csv", index=False)
+    d = load_dpo_data(dpo_cfg(tmp_path, "x", tmp_path / "p.csv", val_frac=0.3))
+    assert d.report["duplicate_pairs"] == 3  # the second "no." of each prompt
+    assert d.report["totals"]["train_pairs"] + d.report["totals"]["val_pairs"] == 9
 
 
 def test_sft_on_a_pairs_file_trains_the_preferred_side_of_max_rows_rows(tmp_path):

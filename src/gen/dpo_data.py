@@ -78,6 +78,17 @@ def _tokenize_pairs(pairs: list[tuple[ChatEpisode, ChatEpisode]], tokenizer: Any
     return rows, {"chosen": c_rep, "rejected": r_rep, "pairs_in": len(pairs), "pairs_out": len(rows)}
 
 
+def _dedup_pairs(pairs: list[tuple[ChatEpisode, ChatEpisode]]) -> tuple[list, int]:
+    """The first of each (conversation, chosen, rejected) text; later copies are counted."""
+    seen, out = set(), []
+    for c, r in pairs:
+        key = (tuple((t.role, t.text.strip()) for t in c.turns), tuple(t.text.strip() for t in r.turns))
+        if key not in seen:
+            seen.add(key)
+            out.append((c, r))
+    return out, len(pairs) - len(out)
+
+
 def prepare_pairs(paths: list[str], tokenizer: Any, tok_cfg: TokenizeConfig, *, val_frac: float, seed: int,
                   max_rows: int = 0, max_rows_pick: str = "first") -> tuple[list[dict], list[dict], dict]:
     """(train pairs, val pairs, report) from pairwise files. Raises NoPairsError when
@@ -105,7 +116,11 @@ def prepare_pairs(paths: list[str], tokenizer: Any, tok_cfg: TokenizeConfig, *, 
                                "DPO needs rows where one reply beat a different one")
         all_pairs += kept
     # Filters on the chosen side; a pair stays when its chosen episode does (possibly cleaned).
-    configs = {name: filter_config(name, {}) for name in FILTERS}
+    # Episode dedup is off there: one prompt and winner beating several different losers are
+    # distinct pairs (arena data has many); exact duplicate *pairs* are dropped instead.
+    all_pairs, n_dup = _dedup_pairs(all_pairs)
+    report["duplicate_pairs"] = n_dup
+    configs = {name: filter_config(name, {"enabled": False} if name == "dedup" else {}) for name in FILTERS}
     clean, entries = apply_filters([c for c, _ in all_pairs], configs, seed)
     report["filters_on_chosen"] = entries
     clean_by_id = {e.id: e for e in clean}
@@ -117,7 +132,8 @@ def prepare_pairs(paths: list[str], tokenizer: Any, tok_cfg: TokenizeConfig, *, 
     train, t_rep = _tokenize_pairs(train_pairs, tokenizer, tok_cfg)
     val, v_rep = _tokenize_pairs(val_pairs, tokenizer, tok_cfg)
     report["tokenize"] = {"train": t_rep, "val": v_rep}
-    report["totals"] = {"pairs_read": len(all_pairs), "pairs_after_filters": len(filtered),
+    report["totals"] = {"pairs_read": len(all_pairs) + n_dup, "duplicate_pairs": n_dup,
+                        "pairs_after_filters": len(filtered),
                         "train_pairs": len(train), "val_pairs": len(val),
                         "skipped": dict(sum((Counter(e["skipped"]) for e in report["inputs"]), Counter()))}
     if not train:
