@@ -48,7 +48,7 @@ def test_scores_are_round_robin_win_shares_and_best_is_their_argmax(monkeypatch)
 def _gen_run_dir(tmp_path: Path) -> Path:
     from src.gen import checkpoint as K
     from src.gen.model import ensure_pad_token, load_base
-    from src.gen.tiny import build_tiny_tokenizer
+    from src.models.tiny import build_tiny_tokenizer
     tok = build_tiny_tokenizer()
     model = load_base("tiny", tok)
     ensure_pad_token(model, tok)

