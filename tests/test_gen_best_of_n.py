@@ -17,7 +17,6 @@ import pytest
 from src.gen import best_of_n as B
 from src.generate import main
 
-from fixtures_pref import tiny_run  # noqa: F401  (session fixture: one tiny classifier run)
 
 
 def fake_predict(records, **_):
@@ -78,7 +77,7 @@ def test_bad_best_of_n_input_is_one_line_and_writes_nothing(tmp_path, capsys, ar
 
 
 @pytest.mark.slow
-def test_best_of_n_cli_writes_all_k_with_scores_and_prints_the_argmax(tmp_path, capsys, tiny_run):  # noqa: F811
+def test_best_of_n_cli_writes_all_k_with_scores_and_prints_the_argmax(tmp_path, capsys, tiny_run):
     from src.pref.inference.ensemble import load_run
     from src.pref.inference.predict import predict_records
     out = tmp_path / "all.jsonl"
