@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--stop", action="append", default=None, help="extra stop string (repeatable)")
     ap.add_argument("--max-context", type=int, default=0, help="prompt + reply tokens (0 = the model's limit)")
     ap.add_argument("--num-samples", type=int, default=1, help="replies to --prompt (seeds seed, seed+1, ...)")
+    ap.add_argument("--judge", help="best-of-n: a train_pref run that scores the --num-samples replies against "
+                                    "each other; prints the best (with --json: all, each with its judge_score)")
+    ap.add_argument("--reference", help="best-of-n: score each reply against this reply instead of the others")
+    ap.add_argument("--samples-out", help="best-of-n: also write every reply with its score to this JSONL file")
     ap.add_argument("--device", default="auto", choices=["auto", "cuda", "xpu", "mps", "cpu"])
     ap.add_argument("--json", action="store_true", help="print one JSON object per reply")
     ap.add_argument("--trust-remote-code", action="store_true", help="allow model repos with custom code")
@@ -64,9 +68,21 @@ def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
     loaded: list = []
+    loaded_judge: list = []
 
     def load_all() -> None:
+        if args.num_samples < 1:
+            raise UsageError(f"--num-samples must be at least 1, got {args.num_samples}")
+        if (args.judge or args.reference or args.samples_out) and (args.prompt is None or args.raw):
+            raise UsageError("--judge/--reference/--samples-out need a chat --prompt (not --chat or --raw)")
+        if (args.reference or args.samples_out) and not args.judge:
+            raise UsageError("--reference/--samples-out need --judge RUN")
+        if args.judge and args.num_samples < 2 and not args.reference:
+            raise UsageError("--judge compares replies: --num-samples 2 or more (or a --reference reply)")
         try:
+            if args.judge:  # refused before the generator loads when it is not a usable judge
+                from .gen.best_of_n import load_judge
+                loaded_judge.append(load_judge(args.judge, device=args.device))
             overrides = dataclasses.asdict(resolve(SamplingConfig, None, args))
             explicit = {k: v for k, v in overrides.items() if getattr(args, k, None) is not None}
             sc = sampling_config(args.preset, **explicit)
@@ -92,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             print(g.text if args.raw or not args.chat else f"{args.bot_name}: {g.text}")
         sys.stdout.flush()
 
+    if args.judge:
+        return run_cli(lambda: best_of_n(args, model, tok, session, sc, loaded_judge[0]))
     if args.prompt is not None:
         for k in range(args.num_samples):
             sk = dataclasses.replace(sc, seed=sc.seed + k)
@@ -121,6 +139,26 @@ def main(argv: list[str] | None = None) -> int:
         turn += 1
         show(g, line)
     return 0
+
+
+def best_of_n(args: argparse.Namespace, model, tok, session, sc, judge) -> None:
+    """Sample --num-samples replies, score them with the judge, print the best (all with --json)."""
+    from .config import atomic_write_text
+    from .gen.best_of_n import judge_scores, pick_best
+    gens = []
+    for k in range(args.num_samples):
+        session.history = []
+        gens.append(session.reply(model, args.prompt, dataclasses.replace(sc, seed=sc.seed + k)))
+    ranked = pick_best(judge_scores(judge, [args.prompt], [g.text for g in gens], args.reference, device=args.device))
+    rows = [{"prompt": args.prompt, "sample": k, "reply": g.text, "stop_reason": g.stop_reason,
+             "new_tokens": len(g.token_ids), "judge_score": ranked.scores[k], "best": k == ranked.best}
+            for k, g in enumerate(gens)]
+    if args.samples_out:
+        atomic_write_text(args.samples_out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    if args.json:
+        print("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), end="")
+    else:
+        print(gens[ranked.best].text)
 
 
 if __name__ == "__main__":

@@ -99,6 +99,9 @@ class InputSpec:
     bot_name: str = knob("", "name of the bot when the rows carry none")
     user_name: str = knob("", "name of the user when the rows carry none")
     seed: int = knob(0, "seed of the per-row coins (tie 'either', CoH order)")
+    max_rows: int = knob(0, "pairs: read only N rows (0 = all), as train_pref's --max-rows; the rest are counted "
+                            "as skipped 'max_rows'")
+    max_rows_pick: str = knob("first", "pairs: which rows max_rows keeps: first, or sample (whole prompt groups)")
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -402,7 +405,14 @@ def _read_pair_episodes(path: Path, spec: InputSpec, max_cell_chars: int) -> Cha
     # the file row of each record: the rows the reader did not quarantine, in order
     taken = {q.row for q in pairs.quarantine}
     record_rows = (r for r in range(1, pairs.rows + 1) if r not in taken)
+    kept = None
+    if spec.max_rows:  # the same pick as train_pref's --max-rows
+        from .sources import limit_rows
+        kept = {id(r) for r in limit_rows(pairs.records, spec.max_rows, spec.max_rows_pick, seed=spec.seed)}
     for row_no, rec in zip(record_rows, pairs.records):
+        if kept is not None and id(rec) not in kept:
+            result.skipped["max_rows"] += 1
+            continue
         try:
             eps = [_check_episode(e) for e in episodes_from_pair(rec, spec)]
         except RowError as e:

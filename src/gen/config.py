@@ -15,7 +15,7 @@ from ..errors import UsageError
 from ..engine.settings import TrainSettings
 from ..models.lora import LoraSettings
 
-OBJECTIVES = ("sft", "clm")
+OBJECTIVES = ("sft", "clm", "dpo")
 FINETUNE = ("lora", "full")
 NEW_TOKEN_MODES = ("rows", "modules", "off")
 LOAD_DTYPES = ("auto", "fp32", "bf16", "fp16")
@@ -29,7 +29,13 @@ class GenConfig:
                               "folder (GPT-J-6B, Pythia, LLaMA-family ...)")
     data: str = knob("", "a prepared dataset folder (python -m src.gen.prepare_chat), a prepare_chat YAML, or a "
                          "raw chat file (.jsonl/.json/.csv) prepared on the fly; empty = synthetic chats (tiny only)")
-    objective: str = knob("sft", "sft: loss on bot responses only; clm: loss on every token", choices=list(OBJECTIVES))
+    objective: str = knob("sft", "sft: loss on bot responses only; clm: loss on every token; dpo: preference pairs "
+                                 "(--data: arena CSV / pairwise JSONL; see src/gen/dpo.py)", choices=list(OBJECTIVES))
+    beta: float = knob(0.1, "DPO: strength of the pull towards the frozen reference (higher = stays closer)",
+                       low=0, low_open=True)
+    max_rows: int = knob(0, "use only N rows of a pairwise --data file (0 = all), picked by --max-rows-pick", low=0)
+    max_rows_pick: str = knob("first", "which rows --max-rows keeps: first (as read) or sample (whole prompt "
+                                       "groups drawn from --seed), as train_pref", choices=["first", "sample"])
     finetune: str = knob("lora", "lora (adapters via peft) or full fine-tuning (--lora / --full)",
                          choices=list(FINETUNE))
     out: str = knob("", "run directory (default runs/gen-<model>-<time>)")

@@ -141,12 +141,25 @@ class GenTask(TaskBase):
             metrics[f"eval_loss/{src}"] = s / max(c, 1)
         if accelerator.is_main_process:
             self.write_val_losses(RunDir(self.run_dir).val_losses)
-        return metrics
+        return {**metrics, **self.sample_metrics(net, accelerator)}
+
+    def sample_metrics(self, net: Any, accelerator: Any) -> dict[str, float]:
+        """Generate the logged samples now (main process), so their length and stopping
+        statistics go into this eval's metrics line; after_eval writes them out."""
+        self.pending_samples = []
+        if not (accelerator.is_main_process and self.cfg.sample_count and self.sample_prompts):
+            return {}
+        from .reply_stats import reply_stats
+        self.pending_samples = self.sample_rows(net)
+        return reply_stats([r["token_ids"] for r in self.pending_samples], [r["stop"] for r in self.pending_samples])
 
     def after_eval(self, model: Any, accelerator: Any, step: int, metrics: dict) -> None:
-        """The engine's post-eval hook: log the sample generations (main process)."""
-        if accelerator.is_main_process and self.cfg.sample_count and self.sample_prompts:
-            self.log_samples(model, step)
+        """The engine's post-eval hook: write the samples this eval generated (main process)."""
+        if accelerator.is_main_process and getattr(self, "pending_samples", None):
+            with open(RunDir(self.run_dir).samples, "a", encoding="utf-8") as f:
+                for r in self.pending_samples:
+                    row = {"step": step, **{k: v for k, v in r.items() if k != "token_ids"}}
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
     def write_val_losses(self, path: Path) -> None:
         buf = io.StringIO()
@@ -155,7 +168,8 @@ class GenTask(TaskBase):
         w.writerows(sorted(self.last_rows, key=lambda r: -r["loss"] if r["tokens"] else 0.0))
         atomic_write_text(path, buf.getvalue())
 
-    def log_samples(self, model: Any, step: int) -> list[dict]:
+    def sample_rows(self, model: Any) -> list[dict]:
+        """One seeded generation per fixed prompt (the training RNG is left alone)."""
         from .sampling import generate, sampling_config
         sc = sampling_config(self.cfg.sample_preset, max_new_tokens=self.cfg.sample_max_new_tokens,
                              seed=self.cfg.seed)
@@ -164,13 +178,9 @@ class GenTask(TaskBase):
         rows = []
         for k, ids in enumerate(self.sample_prompts[:self.cfg.sample_count]):
             g = generate(model, self.tokenizer, ids, sc)
-            rows.append({"step": step, "prompt": k,
-                         "prompt_tail": self.tokenizer.decode(ids[-40:]), "reply": g.raw,
-                         "stop": g.stop_reason, "new_tokens": len(g.token_ids)})
+            rows.append({"prompt": k, "prompt_tail": self.tokenizer.decode(ids[-40:]), "reply": g.raw,
+                         "stop": g.stop_reason, "new_tokens": len(g.token_ids), "token_ids": g.token_ids})
         model.train(was_training)
-        with open(RunDir(self.run_dir).samples, "a", encoding="utf-8") as f:
-            for r in rows:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
         return rows
 
     def save_best(self, model: Any, folder: Path) -> None:

@@ -6,7 +6,9 @@ metrics.jsonl (one line per eval), metrics.json (final: eval_loss, eval_perplexi
 train_tokens_per_s, ...), val_losses.csv (per validation sequence, worst first),
 samples.jsonl (generations from fixed prompts at each eval), checkpoint/best (for
 generation: `python -m src.generate --run RUN`), checkpoint/last (for --resume),
-plots/ (loss and perplexity curves). File names are src/engine/rundir.py's.
+plots/ (loss and perplexity curves; reply length and stopping of the samples, src/gen/reply_stats.py).
+File names are src/engine/rundir.py's. `--objective dpo` reads pairwise files instead
+(src/gen/dpo_data.py, src/gen/dpo.py) and writes data_report.json in the run dir.
 
 Long runs in parts: `--parts N --part K` trains the K-th of N consecutive slices of the
 run's optimizer steps (so of its shuffled data), checkpoints, and stops; part K+1
@@ -37,6 +39,7 @@ from .dataset import load_tokenized
 from ..models import check_name
 from .model import load_base, prepare_for_training, resolve_load_dtype
 from .render import tokenize_config
+from .reply_stats import reply_stats_plot
 from .task import GenTask, clm_labels, response_start
 
 RAW_SUFFIXES = (".jsonl", ".json", ".csv")
@@ -79,7 +82,8 @@ def prepare_config(cfg: GenConfig) -> Any:
         t["labels"] = "response_only"
         return PrepareChatConfig(**{**d, "tokenizer": cfg.model, "tokenize": t})
     if path.suffix.lower() in RAW_SUFFIXES and path.is_file():
-        return PrepareChatConfig(**base, inputs=[{"path": str(path)}], tokenize=tok)
+        spec = {"path": str(path), "max_rows": cfg.max_rows, "max_rows_pick": cfg.max_rows_pick, "seed": cfg.seed}
+        return PrepareChatConfig(**base, inputs=[spec], tokenize=tok)
     raise RunError(f"--data {path}: not a prepared dataset (no meta.json), a prepare YAML or a chat file "
                      f"({', '.join(RAW_SUFFIXES)})")
 
@@ -157,8 +161,7 @@ def _write_initial_eval(task: GenTask, model: Any, accelerator: Any, path: Path)
     m = {"step": 0, **m}
     if accelerator.is_main_process:
         atomic_write_text(path, json.dumps(m, indent=2) + "\n")
-    accelerator.print(f"[eval] before training: eval_loss={m['eval_loss']:.4g}, "
-                      f"eval_perplexity={m['eval_perplexity']:.4g}")
+    accelerator.print("[eval] before training: " + ", ".join(f"{k}={v:.4g}" for k, v in m.items() if k != "step"))
     return m
 
 
@@ -188,16 +191,20 @@ def run(cfg: GenConfig, *, resume: bool = False, overwrite: bool = False) -> dic
     check_name(cfg.model)  # a typo ('tiy') is "did you mean", before any data question
     rd = RunDir(cfg.out or default_run_dir(cfg))
     cfg.out = str(rd.root)
+    dpo = None
+    if cfg.objective == "dpo":  # read before the run dir is touched: bad pairs leave nothing behind
+        from .dpo_data import load_dpo_data
+        dpo = load_dpo_data(cfg)
     continuing = bool(cfg.parts) and cfg.part > 1  # a later part continues the run without --resume
     try:
         with rd.start(resume=resume, overwrite=overwrite, continuing=continuing) as started:
-            return _run(cfg, rd, resume, started)
+            return _run(cfg, rd, resume, started, dpo)
     except TrainingInterrupted as e:
         raise TrainingInterrupted(f"{e}; continue with: python -m src.train_gen --config {rd.config} --resume",
                                   e.step) from None
 
 
-def _run(cfg: GenConfig, rd: RunDir, resume: bool, started) -> dict:
+def _run(cfg: GenConfig, rd: RunDir, resume: bool, started, dpo) -> dict:
     run_dir = rd.root
     run_dir.mkdir(parents=True, exist_ok=True)
     accelerator, choice = make_accelerator(cfg.train, run_dir)
@@ -205,10 +212,17 @@ def _run(cfg: GenConfig, rd: RunDir, resume: bool, started) -> dict:
         save_yaml(cfg, rd.config, header=f"# python -m src.train_gen --config {rd.config}")
     torch.manual_seed(cfg.seed)
 
-    data = load_data(cfg, run_dir, accelerator, resume)
-    tokenizer = data.tokenizer()
-    train_rows, val_rows = data.train, data.val
-    prompts = sample_prompt_ids(cfg, data, tokenizer)
+    if dpo is not None:
+        from .dpo_data import prompt_of
+        data, tokenizer, train_rows, val_rows = dpo, dpo.tokenizer, dpo.train, dpo.val
+        prompts = [prompt_of(r) for r in val_rows[:cfg.sample_count]]
+        if accelerator.is_main_process:
+            write_json(rd.data_report, dpo.report)
+    else:
+        data = load_data(cfg, run_dir, accelerator, resume)
+        tokenizer = data.tokenizer()
+        train_rows, val_rows = data.train, data.val
+        prompts = sample_prompt_ids(cfg, data, tokenizer)
     if cfg.objective == "clm":
         for r in train_rows + val_rows:
             r["labels"] = clm_labels(r)
@@ -231,7 +245,12 @@ def _run(cfg: GenConfig, rd: RunDir, resume: bool, started) -> dict:
         if base_dir is not None:
             shutil.copytree(base_dir, folder / "base")
 
-    task = GenTask(cfg, train_rows, val_rows, tokenizer, run_dir, accelerator.device.type, save_best, prompts)
+    if dpo is not None:  # reference: LoRA's base with adapters disabled, or a frozen copy (full)
+        from .dpo import DPOTask, frozen_copy
+        task = DPOTask(cfg, train_rows, val_rows, tokenizer, run_dir, accelerator.device.type, save_best, prompts,
+                       ref_model=frozen_copy(model) if cfg.finetune == "full" else None)
+    else:
+        task = GenTask(cfg, train_rows, val_rows, tokenizer, run_dir, accelerator.device.type, save_best, prompts)
     rank, world = accelerator.process_index, accelerator.num_processes
     total = planned_steps(cfg, task.lengths(), rank, world)
     step_cfg = cfg.train
@@ -269,9 +288,11 @@ def _run(cfg: GenConfig, rd: RunDir, resume: bool, started) -> dict:
     best = [h for h in progress.history if h["step"] == progress.best_step][-1]
     initial = json.loads(initial_path.read_text()) if initial_path.exists() else None
     metrics = {
-        **{k: v for k, v in best.items() if k.startswith("eval_")},
+        **{k: v for k, v in best.items() if k.startswith(("eval_", "sample_"))},
         "initial_eval_loss": initial["eval_loss"] if initial else None,
-        "initial_eval_perplexity": initial["eval_perplexity"] if initial else None,
+        "initial_eval_perplexity": initial.get("eval_perplexity") if initial else None,
+        **{f"initial_{k}": v for k, v in (initial or {}).items()  # DPO's held-out pair metrics, sample statistics
+           if k.startswith(("eval_", "sample_")) and k not in ("eval_loss", "eval_perplexity")},
         **run_summary(progress, cfg.train, task.lengths()),
         "n_train": len(train_rows), "n_val": len(val_rows),
         "trainable_params": info["trainable_params"], "total_params": info["total_params"],
@@ -281,10 +302,16 @@ def _run(cfg: GenConfig, rd: RunDir, resume: bool, started) -> dict:
     if accelerator.is_main_process:
         write_json(rd.metrics, metrics)
         plots.loss_curves(rd.metrics_log, rd.plot("loss_curves.png"), keys=("train_loss", "eval_loss"))
-        perplexity_plot(progress.history, initial, rd.plot("perplexity.png"))
+        if dpo is None:
+            perplexity_plot(progress.history, initial, rd.plot("perplexity.png"))
+        reply_stats_plot(progress.history, initial, rd.plot("reply_stats.png"))
         best_csv = best_val_losses(run_dir)
         if best_csv.exists():  # the per-sequence losses of the model that is kept
             shutil.copyfile(best_csv, rd.val_losses)
+    if dpo is not None:
+        accelerator.print(f"[done] DPO eval_loss {metrics['eval_loss']:.4f}, held-out preference accuracy "
+                          f"{metrics['eval_pref_accuracy']:.3f}, reward margin {metrics['eval_reward_margin']:.4g} -> {run_dir}")
+        return metrics
     first = f" (from {metrics['initial_eval_perplexity']:.4g} before training)" if initial else ""
     accelerator.print(f"[done] eval_loss {metrics['eval_loss']:.4f}, perplexity {metrics['eval_perplexity']:.4g}{first}, "
                       f"{metrics['train_tokens_per_s']:.0f} train tokens/s -> {run_dir}")
