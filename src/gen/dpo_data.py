@@ -169,7 +169,7 @@ def load_dpo_data(cfg: Any) -> DPOData:
     process does it (deterministic and quick: no coordination needed)."""
     from .model import ensure_pad_token
     from .render import config_dict, tokenize_config, uses_chat_template
-    from ..models.tiny import load_tokenizer
+    from ..models.names import load_tokenizer
     paths = [p.strip() for p in str(cfg.data).split(",") if p.strip()]
     if not paths:
         raise UsageError("--objective dpo needs --data: arena CSV or pairwise JSONL file(s) with chosen/rejected pairs")

@@ -89,7 +89,7 @@ def read_all(cfg: PrepareChatConfig, synthetic_dir: str | None) -> tuple[list, l
 
 def prepare(cfg: PrepareChatConfig, out: str, overwrite: bool = False) -> dict:
     """Run the whole preparation; returns the data report (also written to OUT)."""
-    from ..models.tiny import load_tokenizer
+    from ..models.names import load_tokenizer
     with tempfile.TemporaryDirectory() as syn:
         episodes, input_reports = read_all(cfg, syn)
     kept, filter_entries = apply_filters(episodes, cfg.filter_configs, cfg.seed, cfg.filter_order)

@@ -140,3 +140,14 @@ def hub_target(name: str, repo: str) -> str:
         raise ModelLoadError(f"model '{shown}' is not in the local cache and the hub "
                              f"({os.environ.get('HF_ENDPOINT', 'huggingface.co')}) cannot be reached; "
                              f"{WAY_OUT}") from None
+
+
+def load_tokenizer(name_or_path: str, *, chat_template: bool = False):
+    """'tiny' builds the in-process tokenizer; anything else (an alias, a local folder, or a hub
+    id when the cache has it) goes through `resolve` to AutoTokenizer; never remote code.
+    (Here, not in tiny.py: tiny.py stays below names.py, so the two import no cycle.)"""
+    if name_or_path == "tiny":
+        from .tiny import build_tiny_tokenizer
+        return build_tiny_tokenizer(chat_template=chat_template)
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(resolve(name_or_path), trust_remote_code=False)

@@ -105,17 +105,9 @@ def save_tiny(model, tokenizer, folder: str | os.PathLike) -> None:
 def load_tiny(folder: str | os.PathLike):
     """(model, tokenizer) saved by `save_tiny` (or any local causal-LM folder)."""
     from transformers import AutoModelForCausalLM
-    return AutoModelForCausalLM.from_pretrained(folder, local_files_only=True), load_tokenizer(folder)
-
-
-def load_tokenizer(name_or_path: str, *, chat_template: bool = False):
-    """'tiny' builds the in-process tokenizer; anything else (an alias, a local folder, or a hub
-    id when the cache has it) goes through `resolve` to AutoTokenizer; never remote code."""
-    if name_or_path == "tiny":
-        return build_tiny_tokenizer(chat_template=chat_template)
     from transformers import AutoTokenizer
-    from .names import resolve
-    return AutoTokenizer.from_pretrained(resolve(name_or_path), trust_remote_code=False)
+    return (AutoModelForCausalLM.from_pretrained(folder, local_files_only=True),
+            AutoTokenizer.from_pretrained(folder, local_files_only=True, trust_remote_code=False))
 
 
 # ---- tiny decoders of real families (classifier backbones) ----------------------------
