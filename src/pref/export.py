@@ -2,7 +2,8 @@
 
     OUTDIR/
       dataset-metadata.json     title, id (USER/slug), licenses: what `kaggle datasets create` reads
-      prefpipe_export.json      the models in ensemble order, their weights, provenance
+      prefpipe_export.json      the models in ensemble order, their weights, provenance, and the task
+                                (arena3 | binary: the submission schema the notebook writes and checks)
       models/m0/                model.safetensors, encoder/ (config), tokenizer/, config.yaml,
                                 calibration.json, prior.json (class prior for unparseable rows);
                                 an adapter (LoRA) run: adapters + head only, and backbone.json
@@ -41,6 +42,7 @@ from .modeling.adapters import META, read_meta
 from .checkpoint import (CHECKPOINT_DIRS, CHECKPOINT_FILES, OPTIONAL_CHECKPOINT_FILES, expand_runs,
                          load_config, locate)
 from .inference.ensemble import run_prior
+from .inference.submission import runs_task
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = "prefpipe_export.json"
@@ -254,7 +256,7 @@ if loaded and not overrides:  # the whole inference path, lazily imported module
         with open(test, "w", newline="") as f:
             csv.writer(f).writerows([("id", "prompt", "response_a", "response_b"), *{VERIFY_ROWS!r}])
         predict_file([os.path.join(folder, r) for r in {models!r}], test, out, device="cpu", log=None)
-        problems = check_submission(out, test)
+        problems = check_submission(out, test, task={manifest.get("task", "arena3")!r})  # the schema it wrote
         assert not problems, problems
 print(json.dumps({{"src": src.__file__, "loaded": loaded, "blocked": {list(blocked)!r}}}))
 """
@@ -271,6 +273,7 @@ EXPORT_README = """# {title}
 
 Exported by prefpipe (`python -m src.export`) on {created}.
 Models (ensemble order, weights {weights}): {models}.
+Task: {task} (submission `id,winner_model_a,winner_model_b,winner_tie` for arena3, `id,winner` for binary).
 
 Upload (subfolders need --dir-mode):
 
@@ -313,6 +316,7 @@ def export_runs(runs: Sequence[str | os.PathLike], out: str | os.PathLike, *, we
             raise UsageError("--base-dir is for adapter (LoRA) runs; these runs hold full weights")
         if len(names) > 1:
             raise UsageError(f"--base-dir names one base model; these runs use {len(names)}: {', '.join(sorted(names))}")
+    task = runs_task(run_dirs)  # the submission schema the notebook writes and checks (arena3 | binary)
     created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     with atomic_dir(out) as tmp:
         models, copied, stand_ins = [], {}, {}
@@ -329,13 +333,13 @@ def export_runs(runs: Sequence[str | os.PathLike], out: str | os.PathLike, *, we
         files = copy_source(tmp / SRC_DIR)
         requires = list(REQUIRES) + (list(ADAPTER_REQUIRES) if any("base" in m for m in models) else [])
         manifest = {"format": 1, "created": created, "git_commit": _git_commit(ROOT), "models": models,
-                    "tta": True, "src": SRC_DIR, "src_files": files, "requires": requires}
+                    "task": task, "tta": True, "src": SRC_DIR, "src_files": files, "requires": requires}
         atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=2) + "\n")
         meta = dataset_metadata(title, user=kaggle_user, slug=slug, license_name=license_name)
         atomic_write_text(tmp / "dataset-metadata.json", json.dumps(meta, indent=2) + "\n")
         bases = sorted({m["base"]["dir"] for m in models if "base" in m})
         atomic_write_text(tmp / "README.md", EXPORT_README.format(
-            title=title, created=created, weights=[m["weight"] for m in models],
+            title=title, created=created, task=task, weights=[m["weight"] for m in models],
             models=", ".join(m["path"] for m in models), folder=out.name, src=SRC_DIR,
             requires=", ".join(requires),
             bases=("" if not bases else "\nAdapter runs: base model loaded from " + ", ".join(bases)
