@@ -119,7 +119,7 @@ class PrefTask(TaskBase):
             t = fit_temperature(ab, ba, y) if self.cfg.calibrate else 1.0
         cal = average_probs(ab, ba, t)
         self.temperature, self.last_val = t, (ab, ba)
-        if self.cfg.task == "binary":  # what a sweep of the binary task minimises (study metric: val_binary_error)
+        if self.cfg.task == "binary":  # a binary sweep minimises one of these (data/tasks.py SWEEP_METRICS)
             from ..data.tasks import binary_metrics
             b = binary_metrics(cal, y)
             out.update(val_binary_error=1.0 - b["accuracy"], val_binary_log_loss=b["log_loss"])

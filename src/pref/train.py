@@ -266,7 +266,7 @@ def _task_figures(task: str, records: list[PairRecord], probs: np.ndarray, raw: 
     if task == "binary":
         cal, unc = task_metrics(task, probs, y), task_metrics(task, raw, y)
         out.update(val_binary_accuracy=cal["accuracy"], val_binary_log_loss=cal["log_loss"],
-                   val_binary_error=1.0 - cal["accuracy"],  # minimised by a sweep: `study: {metric: val_binary_error}`
+                   val_binary_error=1.0 - cal["accuracy"],  # a sweep's default is val_binary_log_loss (data/tasks.py SWEEP_METRICS)
                    val_binary_accuracy_uncalibrated=unc["accuracy"], val_binary_log_loss_uncalibrated=unc["log_loss"])
     langs = per_language(task, records, probs, y)
     if langs:

@@ -53,7 +53,8 @@ class StudySettings:
                                  "min_resource, reduction_factor)")
     reports_per_epoch: int = knob(4, "pruning steps per epoch: step k = after k/N epochs, so trials with "
                                      "different batch sizes are compared at the same amount of data", low=1)
-    metric: str = knob("val_log_loss", "metric minimised (from each eval and the run's final metrics)")
+    metric: str = knob("", "metric minimised (from each eval and the run's final metrics); default: the base "
+                           "config's task's (arena3: val_log_loss, binary: val_binary_log_loss)")
     enqueue_base: bool = knob(True, "make the base config's values of the searched fields the first trial "
                                     "(the baseline the sweep has to beat)")
     keep_checkpoints: bool = knob(False, "keep each trial's checkpoint/ (GBs over a sweep); the best config "
@@ -228,7 +229,10 @@ def parse_sweep(data: dict, source: str = "sweep") -> SweepSpec:
     if not study.name:
         study.name = Path(source).stem if source.endswith((".yaml", ".yml")) else "sweep"
     spec = SweepSpec(base=base, fixed=fixed, space=space, study=study, source=source)
-    spec.base_config()  # base + fixed must make a valid PrefConfig on their own
+    base_cfg = spec.base_config()  # base + fixed must make a valid PrefConfig on their own
+    if not study.metric:  # the task's metric, so a binary sweep needs no `study: {metric: ...}`
+        from ..data.tasks import SWEEP_METRICS
+        study.metric = SWEEP_METRICS[base_cfg.task]
     return spec
 
 

@@ -46,6 +46,15 @@ def loss_at(cfg: PrefConfig, epoch: float) -> float:
     return floor + (start - floor) * math.exp(-3.0 * epoch / max(cfg.epochs, 1e-9))
 
 
+def task_figures(cfg: PrefConfig, loss: float) -> dict:
+    """The eval keys a real run of cfg.task reports beside val_log_loss (src/pref/task.py):
+    for binary, a binary log loss and error that differ from val_log_loss (ties are not
+    scored), so a test can tell which metric a sweep minimised."""
+    if cfg.task != "binary":
+        return {}
+    return {"val_binary_log_loss": 0.8 * loss - 0.1, "val_binary_error": min(0.5, 0.3 * loss)}
+
+
 def run(cfg: PrefConfig, *, resume: bool = False, trial_hook=None) -> dict:
     rd = RunDir(cfg.out or "runs/toy")
     rd.root.mkdir(parents=True, exist_ok=True)
@@ -73,6 +82,7 @@ def run(cfg: PrefConfig, *, resume: bool = False, trial_hook=None) -> dict:
             continue
         epoch = round(step / per_epoch, 4)
         m = {"step": step, "epoch": epoch, "val_log_loss": loss_at(cfg, epoch)}
+        m.update(task_figures(cfg, m["val_log_loss"]))
         best = m["val_log_loss"] if best is None else min(best, m["val_log_loss"])
         with open(metrics_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(m) + "\n")
@@ -80,6 +90,6 @@ def run(cfg: PrefConfig, *, resume: bool = False, trial_hook=None) -> dict:
             time.sleep(sleep)
         if trial_hook is not None:
             trial_hook(step, m)
-    final = {"val_log_loss": best, "steps": total, "n_train": n_train}
+    final = {"val_log_loss": best, **task_figures(cfg, best), "steps": total, "n_train": n_train}
     write_json(rd.metrics, final)
     return final
