@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.pseudo_label:
             from .pref.inference.pseudo_label import pseudo_label_file
             pseudo_label_file(args.run, args.data, args.pseudo_label, min_confidence=args.min_confidence,
-                              weights=w, temperature=t, **kw)
+                              weights=w, temperature=t, task=args.task, **kw)
         runs = [zero_shot()] if args.zero_shot else args.run
         if args.out:
             predict_file(runs, args.data, args.out, weights=w, report_path=args.report,
