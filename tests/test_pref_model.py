@@ -118,3 +118,26 @@ def test_keep_last_keeps_the_final_turn_and_drops_early_history(tiny):
     first = tok.decode(encode_sequences([rec], tok, Budget(48, 8, "first"))["a"][0])
     assert "delta" in last and "alpha" not in last
     assert "alpha" in first and "delta" not in first
+
+
+@pytest.mark.parametrize("arch", ["siamese", "cross"])
+def test_a_head_started_at_the_prior_predicts_the_prior_for_any_input_and_still_learns(tiny, arch):
+    """head_init prior: step 0 is the (A/B-shared) class prior on every row, whatever the
+    backbone's scale; the output layer gets a gradient at once, so training moves it."""
+    encoder, tok = tiny
+    torch.manual_seed(0)
+    model = PrefModel(encoder, arch=arch, dropout=0.0)
+    model.start_at_prior([0.5, 0.3, 0.2])
+    recs = _records(12)
+    enc = encode_pairs(recs, tok, arch=arch, max_len=64, prompt_budget=16)
+    out = predict_logits(model.eval(), enc, device="cpu")
+    np.testing.assert_allclose(average_probs(out.ab, out.ba), np.tile([0.4, 0.4, 0.2], (12, 1)), atol=1e-6)
+    raw = torch.softmax(torch.as_tensor(out.ab), -1).numpy()
+    np.testing.assert_allclose(raw, np.tile([0.4, 0.4, 0.2], (12, 1)), atol=1e-6)  # each order alone, too
+    model.train()
+    from src.pref.config import PrefConfig
+    from src.pref.task import PrefTask
+    task = PrefTask(PrefConfig(model="x", arch=arch), enc, enc, tok, "cpu")
+    loss, _ = task.loss(model, task.collate(list(range(4))))
+    loss.backward()
+    assert model.head[-1].weight.grad.abs().sum() > 0

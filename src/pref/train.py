@@ -184,6 +184,9 @@ def train_split(cfg: PrefConfig, records: list[PairRecord], train_idx: list[int]
     select_enc = encode_pairs(select_records, tokenizer, both_orders=cfg.swap_aug, **enc_kw) if select_records else None
     model.set_style_stats(torch.from_numpy(train_enc.style))
     drawn = rows.drawn(0)  # one epoch's rows after the source weights (the counts are the same every epoch)
+    if cfg.head_init == "prior" and not cfg.init_from:  # every rank: the same numbers, no file read
+        counts = train_enc.targets[drawn].astype(np.float64).sum(0)[:3]
+        model.start_at_prior((counts + 1.0) / (counts.sum() + 3.0))
     if accelerator.is_main_process:
         # the class prior of every non-validation row the run used: training rows and the selection slice
         sel = np.eye(3)[select_enc.labels] if select_enc is not None else np.zeros((0, 3))

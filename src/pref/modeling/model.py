@@ -79,6 +79,20 @@ class PrefModel(nn.Module):
         self.register_buffer("style_mean", torch.zeros(N_FEATURES))
         self.register_buffer("style_std", torch.ones(N_FEATURES))
 
+    def start_at_prior(self, prior) -> None:
+        """MLP head: output layer to zero weights and the log prior (A and B shared: the model is
+        swap-averaged, so an A/B asymmetry in the bias would cancel anyway). Step 0 then predicts
+        the class prior whatever the backbone's hidden-state scale, and the first gradients
+        reach the output layer only, which then opens the path to the rest."""
+        if self.head_kind != "mlp":
+            return
+        p = torch.as_tensor(prior, dtype=torch.float64)
+        p = torch.stack([(p[0] + p[1]) / 2, (p[0] + p[1]) / 2, p[2]])
+        out = self.head[-1]
+        with torch.no_grad():
+            out.weight.zero_()
+            out.bias.copy_(torch.log(p / p.sum()).to(out.bias.dtype))
+
     def set_style_stats(self, feats: torch.Tensor) -> None:
         flat = feats.reshape(-1, N_FEATURES).float()
         self.style_mean.copy_(flat.mean(0))
