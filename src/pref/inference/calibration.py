@@ -1,5 +1,11 @@
 """Logits -> probabilities: swap averaging, temperature, the probability floor, log loss.
 
+`log_loss` / `row_log_losses` are the pipeline's one log loss (training, ensemble
+weights, run comparison). `choose_temperature` decides whether a fitted temperature
+replaces T = 1 at all: only when the rows have every class and the temperature,
+cross-fitted over prompt groups, beats T = 1 by KEEP_T1_MARGIN; `fit_temperature` is
+the bounded fit it builds on.
+
 PROB_FLOOR: every probability the pipeline writes (submission.csv,
 val_predictions.csv, oof_predictions.csv) is at least 1e-6, renormalised
 (`floor_probs`). A model that is sure and wrong then costs at most
