@@ -1,7 +1,7 @@
 """Logits -> probabilities: swap averaging, temperature, the probability floor, log loss.
 
-`log_loss` / `row_log_losses` are the pipeline's one log loss (training, ensemble
-weights, run comparison). `choose_temperature` decides whether a fitted temperature
+`log_loss` / `row_log_losses` (src/metrics.py, re-exported here) are the pipeline's one
+log loss. `choose_temperature` decides whether a fitted temperature
 replaces T = 1 at all: only when the rows have every class and the temperature,
 cross-fitted over prompt groups, beats T = 1 by KEEP_T1_MARGIN; `fit_temperature` is
 the bounded fit it builds on.
@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...data.records import swap_probs
+from ...metrics import log_loss, row_log_losses  # noqa: F401  (re-exported: the one log loss)
 
 PROB_FLOOR = 1e-6
 # The range a temperature may take. Beyond 5 a 3-class softmax is nearly the uniform
@@ -77,20 +78,6 @@ def floor_probs(probs: np.ndarray, floor: float = PROB_FLOOR) -> np.ndarray:
     p = np.clip(p, 0.0, None)
     p = p / p.sum(-1, keepdims=True)
     return floor + (1.0 - p.shape[-1] * floor) * p
-
-
-def row_log_losses(probs: np.ndarray, labels: np.ndarray, eps: float = 1e-15) -> np.ndarray:
-    """Each row's -log p(label), probabilities clipped to [eps, 1] and renormalised
-    (Kaggle clips at 1e-15). The pipeline's one log loss: `log_loss` is their mean."""
-    p = np.clip(np.asarray(probs, dtype=np.float64), eps, 1.0)
-    p = p / p.sum(-1, keepdims=True)
-    labels = np.asarray(labels, dtype=np.int64)
-    return -np.log(p[np.arange(len(labels)), labels])
-
-
-def log_loss(probs: np.ndarray, labels: np.ndarray, eps: float = 1e-15) -> float:
-    """Kaggle's multi-class log loss (probabilities clipped and renormalised)."""
-    return float(np.mean(row_log_losses(probs, labels, eps)))
 
 
 def temperature_bounds(ab: np.ndarray, ba: np.ndarray | None, floor: float = PROB_FLOOR) -> tuple[float, float]:
