@@ -135,6 +135,7 @@ def test_base_dir_on_a_full_weight_run_is_refused(lora_run, tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow  # trains a tiny decoder, checks the export in a fresh interpreter
 def test_a_module_missing_from_the_copy_fails_the_isolated_check(lora_run, tmp_path, monkeypatch):
     """Before the import scan, a hand-kept ENTRY_MODULES missed what the adapter path imports
     lazily (gen.tiny, memplan, judge ...): the fresh-interpreter check must catch such a gap,

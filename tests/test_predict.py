@@ -245,6 +245,7 @@ def test_labels_give_log_loss_and_accuracy(tiny_run, tmp_path, capsys):
     assert m["rows"] == 20 and 0 < m["log_loss"] < 5 and 0 <= m["accuracy"] <= 1
 
 
+@pytest.mark.slow  # tiny_run trains the real MiniLM
 def test_uncalibrated_flag_predicts_at_t1(files, tiny_run, tmp_path):
     """predict --uncalibrated ignores the run's saved temperature (a run whose calibrated
     figure is worse than its uncalibrated one is still usable as trained)."""
