@@ -3,6 +3,7 @@ fitted on, whatever one outlier row looks like; still unable to sharpen into the
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -154,3 +155,18 @@ def test_a_style_feature_constant_in_training_stays_a_unit_change(tmp_path):
     assert z[0, 1, k] == 1.0
     others = [i for i in range(N_FEATURES) if i != k]
     torch.testing.assert_close(model.style_std[others], train.reshape(-1, N_FEATURES).std(0)[others])
+
+
+def test_the_done_prior_is_of_the_datas_own_training_rows():
+    """The [done] line's class-prior baseline moved with pseudo-labelled extra rows (their
+    soft tie mass) on the very same validation rows; it is now of --data's rows (source 0)."""
+    from src.pref.train import _primary, _prior_log_loss
+    rng = np.random.default_rng(0)
+    own = np.eye(3)[rng.integers(0, 3, size=40)]
+    extra = np.tile([0.2, 0.2, 0.6], (30, 1))  # a teacher generous with ties
+    targets, source = np.concatenate([own, extra]), np.r_[np.zeros(40, int), np.ones(30, int)]
+    drawn = np.r_[np.arange(70), np.arange(40, 70)]  # a weight-2 extra source is drawn twice
+    y = rng.integers(0, 2, size=25)
+    assert _prior_log_loss(targets[_primary(drawn, source)], y) == pytest.approx(_prior_log_loss(own, y))
+    assert _prior_log_loss(targets[drawn], y) > _prior_log_loss(own, y) + 0.05  # what it said before
+    assert np.array_equal(_primary(drawn, None), drawn)  # a run without extras: every drawn row
