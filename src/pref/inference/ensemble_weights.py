@@ -29,9 +29,9 @@ from scipy.optimize import minimize
 from ...data.records import LABEL_NAMES
 from ...engine.rundir import RunDir
 from ...errors import UsageError
-from .calibration import CLASS_NAMES, log_loss
+from .calibration import CLASS_NAMES, T_MAX, T_MIN, log_loss
 
-T_BOUNDS = (0.05, 20.0)
+T_BOUNDS = (T_MIN, T_MAX)  # the one sane range of a temperature (calibration.py says why)
 
 
 @dataclass
