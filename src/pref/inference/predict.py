@@ -324,8 +324,9 @@ def predict_gated(run, records, stats: dict, *, devices: list[str], precision: s
         tokens[0] += out.real_tokens
         tokens[1] += out.padded_tokens
         return out.ab
-    gated = gated_swap(first.ab, swapped, deadline=deadline, temperature=run.temperature)
-    probs = combine(first.ab, gated, run.temperature)
+    temperature = stats["temperature"]  # the run's, or 1 with predict --uncalibrated (predict_records sets it)
+    gated = gated_swap(first.ab, swapped, deadline=deadline, temperature=temperature)
+    probs = combine(first.ab, gated, temperature)
     probs[~np.isfinite(probs).all(1)] = np.nan  # no fp32 re-run here: such rows get the class prior
     t2 = time.perf_counter()
     stats.update({
