@@ -22,7 +22,7 @@ def run_kind(path: str | os.PathLike) -> str | None:
     """One of the descriptions above, or None for a folder that is none of them (an HF model
     folder, an empty or missing path)."""
     from .gen.checkpoint import find_checkpoint
-    from .pref.checkpoint import BEST, locate
+    from .pref.checkpoint import locate
     p = Path(path)
     if not p.is_dir():
         return None
@@ -33,7 +33,7 @@ def run_kind(path: str | os.PathLike) -> str | None:
         pass
     if find_checkpoint(p) is not None:
         return GENERATIVE
-    if any(locate_ok(d / BEST) for d in p.glob("fold*") if d.is_dir()):
+    if any(locate_ok(d) for d in p.glob("fold*") if d.is_dir()):
         return KFOLD
     if (p / "study.db").exists() or (p / "trials").is_dir():
         return SWEEP
