@@ -39,6 +39,7 @@ import torch  # noqa: E402
 
 from src.data.records import SWAP_COLUMNS  # noqa: E402
 from src.data.synthetic import make_rows  # noqa: E402
+from src.pref.inference.calibration import log_loss  # noqa: E402
 from src.pref.modeling.losses import soft_cross_entropy  # noqa: E402
 
 LABELS = ["winner_model_a", "winner_model_b", "winner_tie"]
@@ -48,11 +49,6 @@ def teacher_probs(p_true: np.ndarray, sigma: float, rng: np.random.Generator) ->
     z = np.log(np.clip(p_true, 1e-12, 1)) + sigma * rng.normal(size=p_true.shape)
     e = np.exp(z - z.max(1, keepdims=True))
     return e / e.sum(1, keepdims=True)
-
-
-def log_loss(p: np.ndarray, y: np.ndarray) -> float:
-    p = np.clip(p, 1e-15, 1)
-    return float(-np.mean(np.log((p / p.sum(1, keepdims=True))[np.arange(len(y)), y])))
 
 
 def _frame_records(df):

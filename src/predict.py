@@ -66,6 +66,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          "predicting takes the task from the runs' config (a --task that differs is refused)")
     ap.add_argument("--weights", type=_weights, help="comma-separated ensemble weights, one per run (default equal), "
                                                     "or a weights.json from --fit-weights (weights + temperature)")
+    ap.add_argument("--uncalibrated", action="store_true",
+                    help="each run at T = 1 instead of its saved temperature (a run whose metrics.json says "
+                         "the calibrated figure is worse: calibration_hurt)")
     ap.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
                     help="average with the A/B-swapped pass [default: on]")
     ap.add_argument("--tta-budget-minutes", type=float, metavar="M",
@@ -157,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         w, t = weights()
         kw = dict(tta=args.tta, device=args.device, precision=args.precision, max_len=args.max_len,
                   batch_size=args.batch_size, max_tokens=args.max_tokens, data_parallel=args.data_parallel,
-                  progress=progress, quantize=quantize)
+                  progress=progress, quantize=quantize, uncalibrated=args.uncalibrated)
         if args.pseudo_label:
             from .pref.inference.pseudo_label import pseudo_label_file
             pseudo_label_file(args.run, args.data, args.pseudo_label, min_confidence=args.min_confidence,

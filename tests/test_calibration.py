@@ -3,6 +3,7 @@ fitted on, whatever one outlier row looks like; still unable to sharpen into the
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -71,6 +72,68 @@ def test_sharpening_still_stops_at_the_floor():
     assert cal.average_probs(ab, ba, t).min() >= cal.PROB_FLOOR / 3
 
 
+def _three_class_rows(n: int, seed: int, scale: float):
+    """A model whose logits are the true log-odds times `scale` (scale 3: over-confident,
+    the right temperature is 3); labels drawn from the true probabilities, ties included."""
+    rng = np.random.default_rng(seed)
+    true = rng.normal(size=(n, 3)) * 1.2
+    p = np.exp(true) / np.exp(true).sum(1, keepdims=True)
+    y = np.array([rng.choice(3, p=row) for row in p])
+    ab = true * scale
+    return ab, ab[:, SWAP].copy(), y
+
+
+def test_a_slice_without_ties_keeps_t1_and_says_so():
+    """A fitted T there would also scale the tie logit it never saw a tie for."""
+    ab, ba, y = _two_class_rows(60, seed=3)
+    assert cal.fit_temperature(ab, ba, y) < 0.9  # the fit alone would sharpen
+    choice = cal.choose_temperature(ab, ba, y)
+    assert choice.temperature == 1.0 and choice.fitted < 0.9
+    assert "no tie rows" in choice.reason and "T = 1 kept" in choice.describe()
+    assert choice.label_counts[2] == 0
+
+
+def test_ties_of_one_prompt_group_buy_no_softening_temperature():
+    """The repro: the slice's ties all on one prompt (PandaLM repeats a prompt with ties),
+    the model confident and right elsewhere. In-sample a large T pays for those ties;
+    cross-fitted by prompt group it does not hold up, so T = 1 stays."""
+    rng = np.random.default_rng(0)
+    n = 40
+    y = rng.integers(0, 2, size=n)
+    ab = np.full((n, 3), -1.0)
+    ab[np.arange(n), y] = 3.0
+    y[:7] = 2  # seven ties on one prompt, which the model put confidently on a side
+    ab += rng.normal(scale=0.2, size=(n, 3))
+    ba = ab[:, SWAP].copy()
+    groups = np.array(["tie-prompt"] * 7 + [f"p{i}" for i in range(n - 7)])
+    assert cal.fit_temperature(ab, ba, y) > 1.5  # what the old rule kept
+    choice = cal.choose_temperature(ab, ba, y, groups)
+    assert choice.temperature == 1.0 and choice.fitted > 1.5
+    assert choice.cross_fitted_log_loss > choice.cross_fitted_log_loss_t1 and "cross-fitted" in choice.reason
+
+
+def test_an_over_confident_model_gets_its_temperature():
+    """The rule is not a switch that is always off: with enough rows of every class the
+    right temperature (3 here) is found and kept."""
+    ab, ba, y = _three_class_rows(400, seed=4, scale=3.0)
+    choice = cal.choose_temperature(ab, ba, y, np.arange(len(y)) // 2)
+    assert choice.reason is None and 2.0 < choice.temperature < 4.5
+    assert choice.cross_fitted_log_loss < choice.cross_fitted_log_loss_t1 - cal.KEEP_T1_MARGIN
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(3, 80), scale=st.floats(0.05, 30.0))
+def test_the_chosen_temperature_is_never_worse_than_t1_and_in_range(seed, n, scale):
+    """By construction: a kept T beat T = 1 by the margin in-sample as well (the
+    export test once failed by 2e-6 when the fit landed just above T = 1's loss)."""
+    ab, ba, y = _three_class_rows(n, seed=seed % 2**16, scale=scale)
+    choice = cal.choose_temperature(ab, ba, y, np.random.default_rng(seed).integers(0, max(n // 3, 1), size=n))
+    assert cal.T_MIN <= choice.temperature <= cal.T_MAX
+    at = cal.log_loss(cal.average_probs(ab, ba, choice.temperature), y)
+    assert at <= choice.log_loss_t1 + 1e-12
+    assert (choice.temperature == 1.0) == (choice.reason is not None)
+
+
 def test_a_style_feature_constant_in_training_stays_a_unit_change(tmp_path):
     """Where the puzzle's outlier came from: no training row had an empty turn, its std was
     clamped to 1e-3, and the one validation row with an empty response B got z = 693."""
@@ -92,3 +155,18 @@ def test_a_style_feature_constant_in_training_stays_a_unit_change(tmp_path):
     assert z[0, 1, k] == 1.0
     others = [i for i in range(N_FEATURES) if i != k]
     torch.testing.assert_close(model.style_std[others], train.reshape(-1, N_FEATURES).std(0)[others])
+
+
+def test_the_done_prior_is_of_the_datas_own_training_rows():
+    """The [done] line's class-prior baseline moved with pseudo-labelled extra rows (their
+    soft tie mass) on the very same validation rows; it is now of --data's rows (source 0)."""
+    from src.pref.train import _primary, _prior_log_loss
+    rng = np.random.default_rng(0)
+    own = np.eye(3)[rng.integers(0, 3, size=40)]
+    extra = np.tile([0.2, 0.2, 0.6], (30, 1))  # a teacher generous with ties
+    targets, source = np.concatenate([own, extra]), np.r_[np.zeros(40, int), np.ones(30, int)]
+    drawn = np.r_[np.arange(70), np.arange(40, 70)]  # a weight-2 extra source is drawn twice
+    y = rng.integers(0, 2, size=25)
+    assert _prior_log_loss(targets[_primary(drawn, source)], y) == pytest.approx(_prior_log_loss(own, y))
+    assert _prior_log_loss(targets[drawn], y) > _prior_log_loss(own, y) + 0.05  # what it said before
+    assert np.array_equal(_primary(drawn, None), drawn)  # a run without extras: every drawn row

@@ -247,3 +247,29 @@ def test_ema_is_debiased_and_skips_gaps():
     assert plots.ema([2.0, 2.0, 2.0]) == pytest.approx([2.0, 2.0, 2.0])  # no pull towards 0 at the start
     out = plots.ema([1.0, float("nan"), 1.0])
     assert out == pytest.approx([1.0, 1.0, 1.0])
+
+
+def test_a_fractional_run_says_its_fraction_at_the_end(tmp_path):
+    """--epochs 0.5: the final eval line said epoch=1."""
+    torch.manual_seed(0)
+    cfg = _cfg(epochs=0.5, eval_every=0)
+    acc, _ = make_accelerator(cfg)
+    train(cfg, ToyTask(), torch.nn.Linear(4, 1), tmp_path, acc)
+    ev = [r for r in _records(tmp_path) if r["kind"] == "eval"]
+    assert [r["epoch"] for r in ev] == [0.5]
+
+
+def test_a_one_point_train_loss_is_a_marker_and_a_short_run_is_barely_smoothed(tmp_path):
+    """One logged point: the legend listed a line that drew nothing. Four falling points:
+    the EMA-0.9 line (the mean of all four) sat far above the last loss."""
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(json.dumps({"kind": "train", "step": 1, "train_loss": 1.0}) + "\n")
+    one = next(ln for ln in plots.loss_figure(path).axes[0].get_lines() if ln.get_label().startswith("train loss"))
+    assert one.get_marker() == "o"
+    losses = [1.2, 1.0, 0.8, 0.6]
+    path.write_text("".join(json.dumps({"kind": "train", "step": i + 1, "train_loss": v}) + "\n"
+                            for i, v in enumerate(losses)))
+    lines = plots.loss_figure(path).axes[0].get_lines()
+    smoothed = [ln for ln in lines if "smoothed" in ln.get_label()]
+    assert len(smoothed) == 1
+    assert abs(smoothed[0].get_ydata()[-1] - losses[-1]) < 0.1  # at 0.9 it was 0.85 against 0.6

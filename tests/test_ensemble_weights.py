@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from src.data.records import LABEL_NAMES
 from src.errors import UsageError
-from src.pref.inference.ensemble_weights import (align, combine, fit_runs, fit_weights, load_weights_file, log_loss)
+from src.pref.inference.calibration import log_loss
+from src.pref.inference.ensemble_weights import align, combine, fit_runs, fit_weights, load_weights_file
 
 
 def _oof(ids, labels, probs) -> pd.DataFrame:
@@ -23,6 +24,7 @@ def _runs(k: int, n: int, seed: int) -> dict[str, pd.DataFrame]:
     rng = np.random.default_rng(seed)
     true = rng.dirichlet([2, 2, 1], size=n)
     labels = np.array([rng.choice(3, p=p) for p in true])
+    labels[:3] = [0, 1, 2]  # every class present (rows without one are refused)
     out = {}
     for j in range(k):
         noise = rng.uniform(0.1, 3.0)  # runs of different quality
@@ -104,3 +106,40 @@ def test_unfinished_oof_is_refused(tmp_path):
         fit_runs([tmp_path])
     with pytest.raises(UsageError, match="no out-of-fold predictions"):
         fit_runs([tmp_path / "missing"])
+
+
+def test_oof_rows_without_a_tie_are_refused_in_one_line():
+    """The repro: 58 OOF rows without a tie gave weights [0, 1, 0] and T = 0.05, and the
+    submission's mean P(tie) was 0.0002 (~13.8 nats per real tie)."""
+    frames = _runs(3, 58, seed=2)
+    for df in frames.values():
+        df["label"] = df["label"].where(df["label"] != 2, 0)
+    with pytest.raises(UsageError) as e:
+        fit_weights(align(frames))
+    msg = str(e.value)
+    assert "\n" not in msg and "run0" in msg and "no tie rows" in msg and "58 OOF rows" in msg
+
+
+def test_zero_weight_runs_are_not_loaded(monkeypatch):
+    """predict_runs skips a run of weight 0 entirely (it cannot change the mixture)."""
+    from types import SimpleNamespace
+    from src.pref.inference import ensemble as ens
+    loaded = []
+
+    def fake_load(path, **kw):
+        loaded.append(str(path))
+        return SimpleNamespace(prior=np.full(3, 1 / 3), prior_source="test")
+
+    def fake_predict(run, records, **kw):
+        p = np.tile([0.5, 0.3, 0.2], (len(records), 1))
+        return SimpleNamespace(probs=p, stats={"rows": len(records), "seconds_tokenize": 0.0, "seconds_model": 0.0,
+                                               "rows_per_s": 1.0, "model_rows_per_s": 1.0, "pad_fraction": 0.0,
+                                               "devices": ["cpu"], "precision": "fp32", "tta": False})
+
+    monkeypatch.setattr(ens, "load_run", fake_load)
+    monkeypatch.setattr(ens, "predict_records", fake_predict)
+    lines = []
+    probs, _, stats = ens.predict_runs(["a", "b", "c"], [object(), object()], weights=[0.0, 1.0, 0.0], log=lines.append)
+    assert loaded == ["b"] and len(stats) == 1
+    assert np.allclose(probs, [[0.5, 0.3, 0.2]] * 2)
+    assert any("weight 0, not computed: a, c" in line for line in lines)

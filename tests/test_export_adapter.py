@@ -65,9 +65,12 @@ def test_adapter_export_holds_adapter_base_and_the_lazily_imported_code(lora_exp
     assert (m0 / "model.safetensors").stat().st_size < (base / "model.safetensors").stat().st_size / 10
     assert "peft" in manifest["requires"] and "accelerate" in manifest["requires"]
     src = lora_export / ex.SRC_DIR / "src"
-    for name in ("pref/modeling/adapters.py", "pref/modeling/backbone.py", "models/__init__.py", "models/names.py", "models/tiny.py", "models/embedded.py", "pref/modeling/memplan.py",
+    for name in ("pref/modeling/adapters.py", "pref/modeling/backbone.py", "models/__init__.py", "models/names.py", "models/tiny.py", "models/embedded.py",
                  "pref/registry.py", "pref/inputs/judge.py"):
         assert (src / name).is_file(), name
+    # the import scan ships what prediction reaches, no more: the hand-kept list also copied memplan
+    # (the --plan estimate), which nothing on the prediction path imports (the check above predicts without it)
+    assert not (src / "pref" / "modeling" / "memplan.py").exists()
     assert "peft" not in ex.verify_export(lora_export, load_models=False)["blocked"]
     assert not [f for f in lora_export.rglob("*.json") if str(REPO) in f.read_text() or "/tmp/" in f.read_text()]
 
@@ -132,10 +135,13 @@ def test_base_dir_on_a_full_weight_run_is_refused(lora_run, tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-def test_the_old_module_list_fails_the_isolated_check(lora_run, tmp_path, monkeypatch):
-    """Before: ENTRY_MODULES missed what the adapter path imports lazily (gen.tiny, memplan,
-    judge ...): the fresh-interpreter check must catch that, and leave nothing behind."""
-    monkeypatch.setattr(ex, "ENTRY_MODULES", ("src.predict", "src.pref.inference.submission", "src.pref.modeling.adapters"))
+@pytest.mark.slow  # trains a tiny decoder, checks the export in a fresh interpreter
+def test_a_module_missing_from_the_copy_fails_the_isolated_check(lora_run, tmp_path, monkeypatch):
+    """Before the import scan, a hand-kept ENTRY_MODULES missed what the adapter path imports
+    lazily (gen.tiny, memplan, judge ...): the fresh-interpreter check must catch such a gap,
+    and leave nothing behind."""
+    full = ex.inference_modules()
+    monkeypatch.setattr(ex, "inference_modules", lambda root=ex.ROOT: [f for f in full if f.name != "tiny.py"])
     with pytest.raises(RuntimeError, match="export check failed"):
         ex.export_runs([lora_run], tmp_path / "old", log=None)
     assert not (tmp_path / "old").exists()

@@ -77,3 +77,13 @@ def test_max_len_too_small_for_the_template_is_refused():
     enc = JudgeEncoder(TOKS["tiny-gemma2"])
     with pytest.raises(UsageError, match="--max-len"):
         enc.encode_records([_rec(["q"], ["a"], ["b"])], JudgeBudget(enc.fixed + 2))
+
+
+def test_the_refusal_names_a_working_minimum():
+    """`--model tiny-llama --arch cross --max-len 128` was refused without a number to use."""
+    enc = JudgeEncoder(TOKS["tiny-gemma2"])
+    with pytest.raises(UsageError) as e:
+        enc.encode_records([_rec(["q"], ["a"], ["b"])], JudgeBudget(enc.fixed + 2))
+    minimum = int(str(e.value).split("the minimum is --max-len ")[1].split(",")[0])
+    assert minimum == enc.fixed + 8
+    assert len(enc.encode_records([_rec(["q"], ["a"], ["b"])], JudgeBudget(minimum))["ab"][0]) <= minimum

@@ -245,6 +245,28 @@ def test_labels_give_log_loss_and_accuracy(tiny_run, tmp_path, capsys):
     assert m["rows"] == 20 and 0 < m["log_loss"] < 5 and 0 <= m["accuracy"] <= 1
 
 
+@pytest.mark.slow  # tiny_run trains the real MiniLM
+def test_uncalibrated_flag_predicts_at_t1(files, tiny_run, tmp_path):
+    """predict --uncalibrated ignores the run's saved temperature (a run whose calibrated
+    figure is worse than its uncalibrated one is still usable as trained)."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    cal = run / "checkpoint" / "best" / "calibration.json"
+
+    def predict(temperature: float, *flags: str) -> np.ndarray:
+        cal.write_text(json.dumps({"temperature": temperature}) + "\n")
+        out = tmp_path / f"s{temperature}{''.join(flags)}.csv"
+        assert predict_main(["--run", str(run), "--data", str(files["clean"]), "--out", str(out), "--no-progress",
+                             *flags]) == 0
+        return read_sub(out)[1]
+
+    at3, uncal, at1 = predict(3.0), predict(3.0, "--uncalibrated"), predict(1.0)
+    np.testing.assert_array_equal(uncal, at1)
+    assert np.abs(at3 - at1).max() > 1e-3
+    report = json.loads((tmp_path / "s3.0--uncalibrated_report.json").read_text())
+    assert report["runs"][0]["temperature"] == 1.0 and report["runs"][0]["run_temperature"] == 3.0
+
+
 def test_the_one_inference_path_matches_the_models_forward(files, tiny_run):
     """predict_logits (each siamese side batched by its own length, head on pooled vectors)
     gives the logits of PrefModel.forward on a whole padded batch, and counts the tokens it used."""

@@ -147,7 +147,8 @@ def bayes_log_loss(df: pd.DataFrame) -> float:
     """Log loss of the generator's own probabilities: the best any model can do."""
     p = df[["p_a", "p_b", "p_tie"]].to_numpy()
     y = df[["winner_model_a", "winner_model_b", "winner_tie"]].to_numpy().argmax(1)
-    return float(-np.mean(np.log(p[np.arange(len(y)), y])))
+    from ..metrics import log_loss
+    return log_loss(p, y)
 
 
 # Languages of the binary (WSDM-style) schema: a label only (the text stays English),

@@ -237,14 +237,14 @@ class Evaluator:
         self.task, self.accelerator, self.best_dir, self.log = task, accelerator, best_dir, log
         self.trial_hook, self.per_epoch = trial_hook, per_epoch
 
-    def __call__(self, model: torch.nn.Module, progress: Progress, scheduler) -> dict:
+    def __call__(self, model: torch.nn.Module, progress: Progress, scheduler, epoch: float | None = None) -> dict:
         task, acc = self.task, self.accelerator
         model.eval()
         with torch.inference_mode(), acc.autocast():
             metrics = task.evaluate(model, acc)
         model.train()
         metrics = {"kind": "eval", "step": progress.step,
-                   "epoch": round(progress.epoch + progress.batch_in_epoch / self.per_epoch, 4),
+                   "epoch": round(progress.epoch + progress.batch_in_epoch / self.per_epoch if epoch is None else epoch, 4),
                    "train_loss": progress.loss_sum / max(progress.loss_units, 1e-12),
                    "lr": scheduler.get_last_lr()[0], **metrics}
         progress.loss_sum = progress.loss_units = 0.0  # the next eval's train_loss covers the steps since this one
@@ -400,9 +400,10 @@ def train(cfg: TrainSettings, task: Task, model: torch.nn.Module, run_dir: Path,
                     return progress
             bar.close()
             if not stop:
+                ended = progress.epoch + len(batches) / per_epoch  # --epochs 0.5 ends at 0.5, not 1
                 progress.epoch += 1
                 progress.batch_in_epoch = 0
-                evaluate(model, progress, scheduler)
+                evaluate(model, progress, scheduler, ended)
                 if cfg.early_stopping_patience and progress.evals_since_best >= cfg.early_stopping_patience:
                     accelerator.print(f"[early stop] no improvement in {cfg.early_stopping_patience} evals")
                     stop = True

@@ -31,6 +31,13 @@ def ema(values: list[float], alpha: float = 0.9) -> list[float]:
     return out
 
 
+def smoothing_for(n: int, smoothing: float) -> float:
+    """The EMA factor for n logged points: its span 1 / (1 - alpha) at most n / 3 points,
+    else a short run's smoothed line lags far behind (above) a falling loss: at 0.9 a
+    4-point run's line is the mean of all four. 0 (no smoothed line) for 3 points or fewer."""
+    return min(smoothing, max(0.0, 1.0 - 3.0 / n)) if n > 3 else 0.0
+
+
 def read_metrics(metrics_jsonl: Path | str) -> tuple[list[dict], list[dict]]:
     """(train records, eval records) of a run's metrics.jsonl; lines written before
     record kinds existed are evals."""
@@ -56,10 +63,13 @@ def loss_figure(metrics_jsonl: Path, keys=("train_loss", "val_log_loss", "val_lo
               [(r["step"], r["train_loss"]) for r in evals if "train_loss" in r]  # older runs: evals only
         if pts:
             x, y = zip(*pts)
-            raw, = ax.plot(x, y, lw=0.8, alpha=0.35, label="train loss" + (" (per log step)" if train else ""))
-            if len(pts) > 2:
-                ax.plot(x, ema(list(y), smoothing), lw=2, color=raw.get_color(),
-                        label=f"train loss, smoothed (EMA {smoothing:g})")
+            # one point is no line: draw it as a marker, or the legend lists a line that is not there
+            raw, = ax.plot(x, y, lw=0.8, alpha=0.35 if len(pts) > 1 else 1.0, marker=None if len(pts) > 1 else "o",
+                           label="train loss" + (" (per log step)" if train else ""))
+            alpha = smoothing_for(len(pts), smoothing)
+            if alpha > 0:
+                ax.plot(x, ema(list(y), alpha), lw=2, color=raw.get_color(),
+                        label=f"train loss, smoothed (EMA {alpha:.2g})")
     for k in keys:
         if k == "train_loss":
             continue

@@ -154,6 +154,11 @@ def load_for_generation(path: str, *, dtype: torch.dtype = torch.float32,
         check_name(path)  # 'smolm2-135m-instruct': did you mean, not a hub lookup
     if ckpt is None and path != "tiny" and not Path(path).exists() and (os.sep in path or path.startswith(".")):
         raise UsageError(f"{path}: no such run dir, checkpoint or model folder")  # not a hub id either
+    if ckpt is None and path != "tiny":
+        from ..run_kind import wrong_kind
+        kind_error = wrong_kind(path, "a generative run, checkpoint or causal LM folder")
+        if kind_error:  # a classifier run has a tokenizer but no causal LM: say that, not a tokenizer error
+            raise UsageError(kind_error)
     if ckpt is not None:
         return load_checkpoint(ckpt, dtype=dtype, trust_remote_code=trust_remote_code)
     tok = load_tokenizer(path, trust_remote_code)

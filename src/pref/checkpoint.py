@@ -30,6 +30,7 @@ from ..config import from_dict, load_yaml, save_yaml
 from ..engine.rundir import BEST, BEST_PATH, CHECKPOINT, CONFIG, METRICS, PRIOR, RunDir
 from ..files import atomic_write_text
 from ..engine.checkpoint import load_weights, save_weights
+from ..errors import UsageError
 from .config import PrefConfig
 from .modeling.backbone import lora_spec_from_config
 from .modeling.model import PrefModel
@@ -89,6 +90,10 @@ def expand_runs(paths: Sequence[str | os.PathLike]) -> list[Path]:
         folds = sorted((d for d in p.glob("fold*") if d.is_dir()), key=lambda d: (len(d.name), d.name))
         folds = [d for d in folds if _is_best(d / BEST_PATH)]
         if not folds:
+            from ..run_kind import wrong_kind
+            kind_error = wrong_kind(p, "a trained classifier")  # a generative run, a sweep, an unfinished run
+            if kind_error:
+                raise UsageError(kind_error)
             raise FileNotFoundError(f"{p}: no trained classifier here (expected checkpoint/best/model.safetensors "
                                     "or fold*/checkpoint/best/)")
         out += folds

@@ -10,7 +10,7 @@
                                 whose `base_dir` says where its base model is
       bases/<name>/             an adapter run's base model folder, copied once for all models that
                                 share it (not written with --base-dir: a Kaggle model path instead)
-      prefpipe_src/src/...      the inference code: exactly the src modules `src.predict` imports
+      prefpipe_src/src/...      the inference code: the src modules `src.predict` can reach (import scan)
       README.md                 how to upload it and predict with it
 
 The notebook (notebooks/kaggle_inference.ipynb) puts prefpipe_src/ first on
@@ -47,11 +47,8 @@ from .inference.submission import runs_task
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = "prefpipe_export.json"
 SRC_DIR = "prefpipe_src"
-# what the notebook and the CLI import, and the modules the inference path imports lazily (inside
-# functions), which the import scan below would not see: load_pref_checkpoint -> adapters ->
-# backbone -> models.names / memplan / registry (alias resolution); encode -> judge (the cross judge prompt)
-ENTRY_MODULES = ("src.predict", "src.pref.inference.submission", "src.pref.modeling.adapters", "src.pref.modeling.backbone", "src.models.names",
-                 "src.pref.modeling.memplan", "src.pref.registry", "src.pref.inputs.judge")
+# what the notebook and the CLI import; everything else is found from their imports
+ENTRY_MODULES = ("src.predict", "src.pref.inference.submission")
 BLOCKED = ("accelerate", "optuna", "peft", "trl", "matplotlib", "pandas", "sklearn")
 REQUIRES = ("torch", "transformers", "safetensors", "tokenizers")  # on the Kaggle image
 ADAPTER_REQUIRES = ("peft", "accelerate")  # LoRA runs: peft builds the adapters, and imports accelerate
@@ -61,9 +58,10 @@ USER_PLACEHOLDER = "INSERT_KAGGLE_USERNAME_HERE"
 
 
 def inference_modules(root: Path = ROOT) -> list[Path]:
-    """The src files `src.predict` and `src.pref.inference.submission` import, found by
-    importing them in a fresh interpreter (so the list follows the code); one scan
-    per process and module list (a K-fold export or a test session exports often)."""
+    """The src files prediction can reach from ENTRY_MODULES: every import statement of
+    every reached file, those inside functions included (load_pref_checkpoint -> adapters
+    -> backbone -> models.tiny are lazy imports that importing the entry points would not
+    run), read statically (ast) so the list follows the code with nothing kept by hand."""
     key = (str(root), ENTRY_MODULES)
     if key not in _SCANNED:
         _SCANNED[key] = _scan_modules(root)
@@ -73,17 +71,49 @@ def inference_modules(root: Path = ROOT) -> list[Path]:
 _SCANNED: dict[tuple, list[Path]] = {}
 
 
+def _module_file(root: Path, name: str) -> Path | None:
+    base = root.joinpath(*name.split("."))
+    for f in (base.with_suffix(".py"), base / "__init__.py"):
+        if f.is_file():
+            return f
+    return None
+
+
+def _imported_names(path: Path, module: str) -> set[str]:
+    """Dotted names one file imports (absolute, relative resolved; `from m import x` gives m and m.x)."""
+    import ast
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[:len(parts) - node.level + 1] + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            names.add(base)
+            names.update(f"{base}.{a.name}" for a in node.names)
+    return names
+
+
 def _scan_modules(root: Path) -> list[Path]:
-    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); "
-            + "; ".join(f"import {m}" for m in ENTRY_MODULES)
-            + "; print(json.dumps(sorted(m.__file__ for n, m in list(sys.modules.items()) "
-              "if (n == 'src' or n.startswith('src.')) and getattr(m, '__file__', None))))")
-    out = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        raise RuntimeError(f"could not import the inference code: {out.stderr.strip()[-2000:]}")
-    files = [Path(p).resolve() for p in json.loads(out.stdout.strip().splitlines()[-1])]
-    src = (root / "src").resolve()
-    return sorted(f for f in files if src in f.parents)
+    root = root.resolve()
+    seen: dict[str, Path] = {}
+    todo = list(ENTRY_MODULES)
+    while todo:
+        name = todo.pop()
+        if name in seen or not (name == "src" or name.startswith("src.")):
+            continue
+        f = _module_file(root, name)
+        if f is None:  # `from pkg import function`: pkg.function is not a module
+            continue
+        seen[name] = f
+        parent = name.rpartition(".")[0]
+        todo.extend([parent] if parent else [])  # importing a.b.c runs a/__init__ and a/b/__init__
+        todo.extend(_imported_names(f, name))
+    return sorted(seen.values())
 
 
 def slugify(text: str, max_len: int = 50) -> str:
@@ -231,6 +261,7 @@ def verify_export(folder: Path, *, load_models: bool = True, base_dirs: dict[str
     with the packages in BLOCKED unimportable except those the manifest `requires` (peft
     for adapter runs). `base_dirs` (model path -> local folder) stands in for a base the
     export names by a path that exists only on Kaggle. Raises RuntimeError with the child's error."""
+    folder = Path(folder).resolve()  # the child runs inside it: a relative path would point elsewhere
     manifest = json.loads((folder / MANIFEST).read_text())
     blocked = tuple(b for b in BLOCKED if b not in manifest.get("requires", ()))
     models = [m["path"] for m in manifest["models"]] if load_models else []

@@ -8,7 +8,7 @@ import torch
 
 from ..data.records import SWAP_COLUMNS, SWAP_LABEL
 from ..engine.loop import TaskBase
-from .inference.calibration import average_probs, fit_temperature, log_loss
+from .inference.calibration import TemperatureChoice, average_probs, choose_temperature, log_loss
 from .checkpoint import save_classifier
 from .inputs.collate import collate, collate_packed
 from .config import PrefConfig
@@ -27,7 +27,9 @@ class PrefTask(TaskBase):
     monitor_mode = "min"
 
     def __init__(self, cfg: PrefConfig, train: PairEncoding, val: PairEncoding, tokenizer, device_type: str,
-                 select: PairEncoding | None = None, epoch_rows=None, lr_mults: dict[str, float] | None = None):
+                 select: PairEncoding | None = None, epoch_rows=None, lr_mults: dict[str, float] | None = None,
+                 groups: dict[str, np.ndarray] | None = None):
+        self.groups = groups or {}  # prompt group per row of "select" / "val": the temperature cross-fits by group
         self.cfg, self.train, self.val, self.tokenizer = cfg, train, val, tokenizer
         self._epoch_rows = epoch_rows  # (epoch) -> rows of `train` (source weights), None = each row once
         # LoRA: resume checkpoints hold adapters + head (what trains); the frozen base is
@@ -38,6 +40,8 @@ class PrefTask(TaskBase):
         self.monitor = "select_log_loss" if self.select is not None else "val_log_loss"
         self.pad_multiple = 8 if device_type in ("cuda", "xpu") else 1  # tensor-core friendly widths on GPUs
         self.temperature = 1.0
+        self.temperature_choice: TemperatureChoice | None = None  # of the last eval
+        self.best_temperature_choice: TemperatureChoice | None = None  # of the saved best checkpoint
         self.last_val: tuple[np.ndarray, np.ndarray | None] | None = None
 
     # -- training ---------------------------------------------------------------
@@ -112,11 +116,11 @@ class PrefTask(TaskBase):
         if self.select is not None:
             sab, sba = self.predict(model, accelerator, self.select)
             ys = self.select.labels
-            t = fit_temperature(sab, sba, ys) if self.cfg.calibrate else 1.0
+            t = self._choose(sab, sba, ys, "select")
             out = {"select_log_loss": log_loss(average_probs(sab, sba, t), ys),
                    "select_log_loss_uncalibrated": log_loss(average_probs(sab, sba), ys)}
         else:
-            t = fit_temperature(ab, ba, y) if self.cfg.calibrate else 1.0
+            t = self._choose(ab, ba, y, "val")
         cal = average_probs(ab, ba, t)
         self.temperature, self.last_val = t, (ab, ba)
         if self.cfg.task == "binary":  # a binary sweep minimises one of these (data/tasks.py SWEEP_METRICS)
@@ -126,6 +130,11 @@ class PrefTask(TaskBase):
         return {"val_log_loss": log_loss(cal, y), "val_log_loss_uncalibrated": log_loss(raw, y),
                 "val_accuracy": float((cal.argmax(1) == y).mean()), "temperature": t, **out}
 
+    def _choose(self, ab, ba, y, rows: str) -> float:
+        self.temperature_choice = choose_temperature(ab, ba, y, self.groups.get(rows)) if self.cfg.calibrate else None
+        return self.temperature_choice.temperature if self.temperature_choice else 1.0
+
     def save_best(self, model, folder: Path) -> None:
         """What prediction needs (the layout's owner, pref/checkpoint.py, writes it)."""
+        self.best_temperature_choice = self.temperature_choice
         save_classifier(folder, model, self.tokenizer, self.cfg, self.temperature)

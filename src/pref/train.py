@@ -28,7 +28,7 @@ from ..data.arena import read_pairs
 from ..data.records import LABEL_NAMES, PairRecord
 from ..data.sources import limit_rows
 from ..data.tasks import per_language, task_metrics, training_records
-from ..data.split import fold_ids, train_val_split
+from ..data.split import fold_ids, prompt_group, train_val_split
 from ..device import DeviceChoice, check_precision, torch_dtype
 from ..engine import plots
 from ..engine.interrupt import TrainingInterrupted
@@ -38,7 +38,8 @@ from ..engine.loop import check_engine_device, make_accelerator, run_summary, tr
 from ..engine.memory import decide_recompute, set_attention_dropout
 from ..engine.recompute import enable_activation_recompute
 from ..files import atomic_write_text, write_json
-from .inference.calibration import average_probs, fit_temperature, floor_probs, log_loss, temperature_bounds
+from .inference.calibration import (average_probs, choose_temperature, fit_temperature, floor_probs, log_loss,
+                                    temperature_bounds)
 from .checkpoint import build_pref_model, init_from_run, load_pref_checkpoint, write_prior
 from .config import PrefConfig
 from .inputs.encode import encode_pairs
@@ -193,7 +194,9 @@ def train_split(cfg: PrefConfig, records: list[PairRecord], train_idx: list[int]
         write_prior(run_dir, np.concatenate([train_enc.targets[drawn], sel]))
     task = PrefTask(cfg, train_enc, val_enc, tokenizer, accelerator.device.type, select=select_enc,
                     epoch_rows=rows.epoch_rows,
-                    lr_mults=getattr(model, "lr_multipliers", None))  # LoRA: --lora-lr-mult for the adapters
+                    lr_mults=getattr(model, "lr_multipliers", None),  # LoRA: --lora-lr-mult for the adapters
+                    groups={"select": np.array([prompt_group(r) for r in select_records]),
+                            "val": np.array([prompt_group(r) for r in val_records])})
     accelerator.print(f"[run] {run_dir}: {len(train_records)} train / {len(select_records)} select / "
                       f"{len(val_records)} val pairs, "
                       f"{choice.device} {choice.precision}, {accelerator.num_processes} process(es), {cfg.model} {cfg.arch}")
@@ -217,7 +220,8 @@ def train_split(cfg: PrefConfig, records: list[PairRecord], train_idx: list[int]
         "n_select": len(select_records),
         "val_log_loss_in_sample_calibrated": log_loss(floor_probs(average_probs(ab, ba, fit_temperature(ab, ba, y))), y),
         "figures": _figures(bool(select_records)),
-        "val_log_loss_class_prior": _prior_log_loss(train_enc.targets[drawn], y),
+        # of --data's own training rows: extra (pseudo-labelled) sources do not move the baseline of the same val rows
+        "val_log_loss_class_prior": _prior_log_loss(train_enc.targets[_primary(drawn, rows.source)], y),
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
     metrics.update(_task_figures(cfg.task, val_records, probs, raw, y))
@@ -227,7 +231,14 @@ def train_split(cfg: PrefConfig, records: list[PairRecord], train_idx: list[int]
         metrics["select_log_loss"] = log_loss(floor_probs(average_probs(sab, sba, temperature)), select_enc.labels)
         fit_rows = (sab, sba, select_enc.labels)
     if cfg.calibrate:
-        metrics["temperature_fit"] = _temperature_fit(*fit_rows, temperature, "select" if select_enc is not None else "val")
+        choice = task.best_temperature_choice or choose_temperature(
+            *fit_rows, task.groups.get("select" if select_enc is not None else "val"))  # a resume that saved no new best
+        metrics["temperature_fit"] = {**_temperature_fit(*fit_rows, temperature, "select" if select_enc is not None else "val"),
+                                      "kept_t1": choice.reason, "fitted": choice.fitted,
+                                      "cross_fitted_log_loss": choice.cross_fitted_log_loss,
+                                      "cross_fitted_log_loss_t1": choice.cross_fitted_log_loss_t1}
+        metrics["temperature_note"] = choice.describe()
+    metrics["calibration_hurt"] = bool(metrics["val_log_loss"] > metrics["val_log_loss_uncalibrated"])
     bayes = _bayes_log_loss(val_records)
     if bayes is not None:
         metrics["val_bayes_log_loss"] = bayes
@@ -244,7 +255,12 @@ def train_split(cfg: PrefConfig, records: list[PairRecord], train_idx: list[int]
                       f"{metrics['val_log_loss_uncalibrated']:.4f}, prior {metrics['val_log_loss_class_prior']:.4f}"
                       + (f", best possible {bayes:.4f}" if bayes is not None else "") + "), "
                       f"accuracy {metrics['val_accuracy']:.3f}, {metrics['train_pairs_per_s']:.1f} pairs/s, "
-                      f"peak memory {metrics['peak_rss_mb'] / 1024:.2f} GiB -> {run_dir}")
+                      f"peak memory {metrics['peak_rss_mb'] / 1024:.2f} GiB"
+                      + (f", {metrics['temperature_note']}" if "temperature_note" in metrics else "") + f" -> {run_dir}")
+    if metrics["calibration_hurt"]:
+        accelerator.print(f"[warn] calibrated val_log_loss {metrics['val_log_loss']:.4f} is worse than uncalibrated "
+                          f"{metrics['val_log_loss_uncalibrated']:.4f} (T = {temperature:.3g}): "
+                          f"python -m src.predict --uncalibrated predicts with T = 1")
     return metrics
 
 
@@ -275,6 +291,11 @@ def _task_figures(task: str, records: list[PairRecord], probs: np.ndarray, raw: 
     if langs:
         out["per_language"] = langs
     return out
+
+
+def _primary(drawn: np.ndarray, source: np.ndarray | None) -> np.ndarray:
+    """The drawn training rows that come from --data itself (source 0), not from --extra-data."""
+    return drawn if source is None else drawn[np.asarray(source)[drawn] == 0]
 
 
 def _temperature_fit(ab: np.ndarray, ba: np.ndarray | None, y: np.ndarray, temperature: float, rows: str) -> dict:

@@ -18,7 +18,7 @@ import pandas as pd
 from ...data.records import LABEL_NAMES
 from ...engine.rundir import RunDir
 from ...errors import UsageError
-from .calibration import PROB_FLOOR
+from .calibration import PROB_FLOOR, row_log_losses
 
 @dataclass
 class Paired:
@@ -30,9 +30,8 @@ class Paired:
 
 
 def row_losses(frame: pd.DataFrame) -> np.ndarray:
-    p = np.clip(frame[list(LABEL_NAMES)].to_numpy(float), PROB_FLOOR, 1.0)
-    p = p / p.sum(1, keepdims=True)
-    return -np.log(p[np.arange(len(frame)), frame["label"].to_numpy(int)])
+    """Per-row log loss, clipped at the floor every written file already carries."""
+    return row_log_losses(frame[list(LABEL_NAMES)].to_numpy(float), frame["label"].to_numpy(int), eps=PROB_FLOOR)
 
 
 def _val_predictions(run: str | Path) -> pd.DataFrame:

@@ -108,6 +108,12 @@ def predict_runs(run_dirs: Sequence[Path], records: list[PairRecord], *, weights
     NaN rows where a run's output was not finite even in fp32."""
     if weights is not None and len(weights) != len(run_dirs):
         raise ValueError(f"{len(weights)} weights for {len(run_dirs)} runs ({', '.join(map(str, run_dirs))})")
+    if weights is not None and any(w == 0 for w in weights) and any(w != 0 for w in weights):
+        # a run with weight 0 changes nothing: not loaded, not run (3 such runs once cost 43 s)
+        skipped = [str(p) for p, w in zip(run_dirs, weights) if w == 0]
+        log(f"[predict] weight 0, not computed: {', '.join(skipped)}")
+        run_dirs, weights = zip(*[(p, w) for p, w in zip(run_dirs, weights) if w != 0])
+        run_dirs, weights = list(run_dirs), list(weights)
     per_run, priors, run_stats = [], [], []
     # --tta-budget-minutes: each run's swapped pass gets an equal share of the time still left
     tta_minutes, start = predict_kw.pop("tta_budget_minutes", None), time.monotonic()

@@ -29,8 +29,9 @@ from scipy.optimize import minimize
 from ...data.records import LABEL_NAMES
 from ...engine.rundir import RunDir
 from ...errors import UsageError
+from .calibration import CLASS_NAMES, T_MAX, T_MIN, log_loss
 
-T_BOUNDS = (0.05, 20.0)
+T_BOUNDS = (T_MIN, T_MAX)  # the one sane range of a temperature (calibration.py says why)
 
 
 @dataclass
@@ -119,11 +120,13 @@ def align(frames: Mapping[str, pd.DataFrame]) -> SharedOOF:
 
 
 def combine(probs: np.ndarray, weights: Sequence[float], temperature: float = 1.0) -> np.ndarray:
-    """Weighted mean of (k, n, 3) probabilities, then q ~ p ** (1 / T), rows normalised."""
-    w = np.asarray(weights, dtype=np.float64)
-    if w.shape != (probs.shape[0],) or not np.all(np.isfinite(w)) or (w < 0).any() or w.sum() <= 0:
-        raise UsageError(f"weights must be {probs.shape[0]} finite numbers >= 0, not all 0; got {w.tolist()}")
-    p = np.tensordot(w / w.sum(), probs, axes=1)
+    """Weighted mean of (k, n, 3) probabilities (ensemble.ensemble, what predict computes),
+    then q ~ p ** (1 / T), rows normalised."""
+    from .ensemble import ensemble
+    try:
+        p = ensemble(list(probs), weights)
+    except ValueError as e:
+        raise UsageError(f"weights must be {probs.shape[0]} finite numbers >= 0, not all 0: {e}") from None
     return temper(p / p.sum(-1, keepdims=True), temperature)
 
 
@@ -134,12 +137,6 @@ def temper(p: np.ndarray, temperature: float) -> np.ndarray:
     z = np.log(np.clip(np.asarray(p, dtype=np.float64), 1e-15, 1.0)) / temperature
     q = np.exp(z - z.max(-1, keepdims=True))
     return q / q.sum(-1, keepdims=True)
-
-
-def log_loss(p: np.ndarray, labels: np.ndarray) -> float:
-    p = np.clip(p, 1e-15, 1.0)
-    p = p / p.sum(-1, keepdims=True)
-    return float(-np.mean(np.log(p[np.arange(len(labels)), labels])))
 
 
 def _fit(probs: np.ndarray, labels: np.ndarray, fit_temperature: bool) -> tuple[np.ndarray, float, float]:
@@ -177,8 +174,21 @@ def cross_fitted_log_loss(probs: np.ndarray, labels: np.ndarray, *, folds: int =
     return log_loss(out, labels)
 
 
+def check_every_class(shared: SharedOOF) -> None:
+    """Weights and a temperature fitted on OOF rows without a class sharpen away from it:
+    fitted on 58 rows without a tie they gave weights [0, 1, 0] and T = 0.05, and the
+    submission's mean P(tie) was 0.0002, so each real tie cost ~13.8 nats. Refused."""
+    counts = np.bincount(shared.labels, minlength=3)
+    missing = [CLASS_NAMES[k] for k in range(3) if counts[k] == 0]
+    if missing:
+        raise UsageError(f"{shared.names[0]}: its {len(shared.labels)} OOF rows (label counts {counts.tolist()}) hold no "
+                         f"{' / '.join(missing)} rows: weights fitted there would sharpen away from that class; "
+                         "fit on OOF rows of every class (a K-fold run, --folds K, on more rows)")
+
+
 def fit_weights(shared: SharedOOF, *, fit_temperature: bool = True, cross_fit_folds: int = 5,
                 seed: int = 0) -> FittedWeights:
+    check_every_class(shared)
     w, t, loss = _fit(shared.probs, shared.labels, fit_temperature)
     k = shared.probs.shape[0]
     return FittedWeights(

@@ -242,8 +242,9 @@ def predict_records(run, records: list[PairRecord], *, device: str = "auto", pre
                     tta: bool = True, max_len: int | None = None, batch_size: int | None = None,
                     max_tokens: int | None = None, data_parallel: bool = True,
                     progress: bool = False, quantize: str | None = None,
-                    tta_deadline: float | None = None) -> RunPrediction:
+                    tta_deadline: float | None = None, uncalibrated: bool = False) -> RunPrediction:
     """Probabilities of one loaded run (`ensemble.LoadedRun`) for `records`, and how they were made.
+    `uncalibrated`: at T = 1, not the run's saved temperature (predict --uncalibrated).
     A run loaded quantised (`run.quantization`, from `quantize`) predicts on the devices and
     in the precision it was loaded for."""
     cfg, model = run.cfg, run.model
@@ -258,7 +259,8 @@ def predict_records(run, records: list[PairRecord], *, device: str = "auto", pre
         prec, why = choose_precision(devices[0], precision, model=enc_cfg.model_type)
     stats: dict[str, Any] = {"run": str(run.path), "rows": len(records), "devices": devices, "precision": prec,
                              "precision_reason": why, "tta": tta, "max_len": max_len,
-                             "temperature": run.temperature, "quantization": quant.bits if quant else None}
+                             "temperature": 1.0 if uncalibrated else run.temperature,
+                             "run_temperature": run.temperature, "quantization": quant.bits if quant else None}
     if not records:
         return RunPrediction(np.zeros((0, 3)), stats)
     if tta and tta_deadline is not None:  # time-budgeted, confidence-gated swap (inference/tta.py)
@@ -285,7 +287,7 @@ def predict_records(run, records: list[PairRecord], *, device: str = "auto", pre
             ba[rows] = again.ba
         stats["rerun_fp32_rows"] = len(rows)
     t2 = time.perf_counter()
-    probs = average_probs(ab, ba, run.temperature)
+    probs = average_probs(ab, ba, stats["temperature"])
     probs[~np.isfinite(probs).all(1)] = np.nan
     stats.update({
         "token_budget": budget, "seconds_tokenize": t1 - t0, "seconds_model": t2 - t1,
@@ -322,8 +324,9 @@ def predict_gated(run, records, stats: dict, *, devices: list[str], precision: s
         tokens[0] += out.real_tokens
         tokens[1] += out.padded_tokens
         return out.ab
-    gated = gated_swap(first.ab, swapped, deadline=deadline, temperature=run.temperature)
-    probs = combine(first.ab, gated, run.temperature)
+    temperature = stats["temperature"]  # the run's, or 1 with predict --uncalibrated (predict_records sets it)
+    gated = gated_swap(first.ab, swapped, deadline=deadline, temperature=temperature)
+    probs = combine(first.ab, gated, temperature)
     probs[~np.isfinite(probs).all(1)] = np.nan  # no fp32 re-run here: such rows get the class prior
     t2 = time.perf_counter()
     stats.update({

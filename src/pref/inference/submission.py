@@ -143,7 +143,7 @@ def predict_file(runs: Sequence[str | os.PathLike], data: str | os.PathLike, out
                  max_tokens: int | None = None, data_parallel: bool = True, report_path: str | os.PathLike | None = None,
                  progress: bool = False, log: Callable[[str], None] | None = print,
                  ensemble_temperature: float = 1.0, quantize: str | None = None, task: str | None = None,
-                 tta_budget_minutes: float | None = None) -> dict:
+                 tta_budget_minutes: float | None = None, uncalibrated: bool = False) -> dict:
     """Write `out` (id + three probabilities for every id of `data`, in input order; `id,winner`
     when the runs were trained with --task binary) and a JSON report next to it; returns the report."""
     log = log or (lambda s: None)
@@ -163,7 +163,7 @@ def predict_file(runs: Sequence[str | os.PathLike], data: str | os.PathLike, out
     probs, prior, run_stats = predict_runs(run_dirs, records, weights=weights, log=log, device=device,
                                            precision=precision, tta=tta, max_len=max_len, batch_size=batch_size,
                                            max_tokens=max_tokens, data_parallel=data_parallel, progress=progress,
-                                           quantize=quantize,
+                                           quantize=quantize, uncalibrated=uncalibrated,
                                            **({} if tta_budget_minutes is None else
                                               {"tta_budget_minutes": tta_budget_minutes}))
     if ensemble_temperature != 1.0:  # from a weights file fitted on OOF (predict --fit-weights)

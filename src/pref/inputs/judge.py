@@ -84,7 +84,8 @@ class JudgeEncoder:
         r = budget.max_len - self.fixed
         if r < 8:
             raise UsageError(f"--max-len {budget.max_len} leaves {r} tokens for the conversation after the "
-                             f"judge template ({self.fixed} tokens)")
+                             f"judge template ({self.fixed} tokens): the minimum is --max-len {self.fixed + 8}, "
+                             f"and a conversation needs a few hundred more (e.g. --max-len {self.fixed + 256})")
         return r
 
     def assemble(self, p: list[list[int]], a: list[list[int]], b: list[list[int]], budget: JudgeBudget) -> list[int]:

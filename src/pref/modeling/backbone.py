@@ -236,6 +236,28 @@ def apply_lora(model: Any, spec: LoraSpec) -> tuple[Any, list[str]]:
     return get_peft_model(model, cfg), targets
 
 
+def _load_bare(auto_model, path: str, config, decoder: bool, **kw):
+    """The bare model (no task head) from `path`. A decoder checkpoint is a causal LM whose
+    lm_head.* weights the classifier never uses; transformers 5 prints a LOAD REPORT table
+    of them as UNEXPECTED on every such load. They are declared ignorable for this load
+    only, through the library's own `_keys_to_ignore_on_load_unexpected` (any other
+    unexpected or missing key is still reported)."""
+    from transformers import MODEL_MAPPING
+    cls = MODEL_MAPPING.get(type(config), None) if decoder else None  # remote-code models are not mapped
+    if cls is None:
+        return auto_model.from_pretrained(path, config=config, **kw)
+    before = cls.__dict__.get("_keys_to_ignore_on_load_unexpected", None)
+    inherited = getattr(cls, "_keys_to_ignore_on_load_unexpected", None)
+    cls._keys_to_ignore_on_load_unexpected = set(inherited or ()) | {r"^lm_head\."}
+    try:
+        return cls.from_pretrained(path, config=config, **kw)
+    finally:
+        if before is None:
+            del cls._keys_to_ignore_on_load_unexpected
+        else:
+            cls._keys_to_ignore_on_load_unexpected = before
+
+
 def load_backbone(name: str, *, device: str = "cpu", dtype: torch.dtype = torch.float32,
                   lora: LoraSpec | None = None, load_in_4bit: bool = False, load_in_8bit: bool = False,
                   attn: str | None = None, gradient_checkpointing: bool = False, trust_remote_code: bool = False,
@@ -264,7 +286,7 @@ def load_backbone(name: str, *, device: str = "cpu", dtype: torch.dtype = torch.
         kw.update(quantized_load_kwargs(bits, device, compute_dtype))
         info["quantization"] = bits
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    model = AutoModel.from_pretrained(path, config=config, **kw)
+    model = _load_bare(AutoModel, path, config, decoder, **kw)
     if decoder:
         info["pad"] = ensure_pad(tokenizer, model.config)
     if bits:
