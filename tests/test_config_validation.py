@@ -143,8 +143,8 @@ def test_flat_access_and_replace_never_share_a_section():
 def test_direct_construction_is_validated_too():
     with pytest.raises(UsageError, match="batch_size must be at least 1"):
         PrefConfig(batch_size=0)
-    with pytest.raises(UsageError, match="objective: 'dpo' is not one of sft, clm"):
-        GenConfig(objective="dpo")
+    with pytest.raises(UsageError, match="objective: 'ppo' is not one of sft, clm, dpo"):
+        GenConfig(objective="ppo")
 
 
 # --- the machinery, on a toy config ------------------------------------------------------------

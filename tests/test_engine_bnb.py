@@ -68,8 +68,9 @@ def test_adamw8bit_trains_and_resumes_exactly(small_csv, tmp_path):
         assert resumed[key] == pytest.approx(full[key], abs=1e-6), key
     evals = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
     val = [e["val_log_loss_uncalibrated"] for e in evals if e["kind"] == "eval"]
-    # it learns: held-out loss falls eval by eval (the per-window train loss is too noisy at 10 steps)
-    assert val == sorted(val, reverse=True) and val[-1] < full["val_log_loss_class_prior"], val
+    # it learns: the held-out loss ends below where it started and below the class prior (eval by eval
+    # it may wobble: a 2-layer random decoder on 96 rows went 1.049, 1.071, 1.044 in a full-suite run)
+    assert val[-1] < val[0] and val[-1] < full["val_log_loss_class_prior"], val
 
 
 # --- refusals ---

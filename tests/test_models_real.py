@@ -115,13 +115,13 @@ def test_judge_prompt_renders_through_smollm2_chat_template(smol_tok):
 
 def test_gemma3_base_has_no_template_and_gets_the_plain_judge_text(gemma_folder):
     from transformers import AutoTokenizer
-    from src.pref.inputs.judge import INSTRUCTION, QUESTION, JudgeBudget, JudgeEncoder, template_parts
+    from src.pref.inputs.judge import INSTRUCTION, PLAIN_ANSWER_CUE, QUESTION, JudgeBudget, JudgeEncoder, template_parts
     tok = AutoTokenizer.from_pretrained(gemma_folder)
-    assert not getattr(tok, "chat_template", None) and template_parts(tok) == ("", "")
+    assert not getattr(tok, "chat_template", None) and template_parts(tok) == ("", PLAIN_ANSWER_CUE)
     ids = JudgeEncoder(tok).encode_records([_rec("what is 2+2", "four", "5")], JudgeBudget(256))["ab"][0]
     assert ids[0] == tok.bos_token_id and ids.count(tok.bos_token_id) == 1
     text = tok.decode(ids[1:])
-    assert text.startswith(INSTRUCTION) and text.endswith(QUESTION)
+    assert text.startswith(INSTRUCTION) and text.endswith(QUESTION + PLAIN_ANSWER_CUE)
 
 
 def test_generate_answers_through_smollm2_chat_template_and_stops_at_its_eos(smol_folder, capsys):
