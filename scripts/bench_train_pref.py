@@ -97,8 +97,11 @@ def decoder_flops_per_token(cfg, seq_len: float, *, lora: bool, checkpointing: b
     return passes * (2 * n + 4 * layers * heads * hd * seq_len)
 
 
-def bench_decoder(records, args, tmp: Path, *, padding_free: bool, chunks: int | None = None) -> dict:
-    """The classifier's own training (engine + PrefTask) on a decoder, padded or packed."""
+def bench_decoder(records, args, tmp: Path, *, padding_free: bool, chunks: int | None = None,
+                  checkpointing: bool | None = None) -> dict:
+    """The classifier's own training (engine + PrefTask) on a decoder, padded or packed.
+    `checkpointing` None: the config's auto choice, which depends on the memory free at the
+    time; later runs pin the first run's choice so that the rows differ only in padding."""
     from src.engine.recompute import recompute_is_on
     from src.engine.loop import make_accelerator, train
     from src.pref.config import PrefConfig
@@ -109,7 +112,8 @@ def bench_decoder(records, args, tmp: Path, *, padding_free: bool, chunks: int |
     cfg = PrefConfig(model=args.model, arch="cross", lora=args.lora, lora_r=args.lora_r, max_len=args.max_len,
                      batch_size=args.batch_size, epochs=1, progress=False, stop_after_steps=args.steps + 1,
                      calibrate=False, out=str(tmp / tag), precision=args.precision, padding_free=padding_free,
-                     select_frac=0.0, attn=args.attn, **({"length_chunks": chunks} if chunks else {}))
+                     select_frac=0.0, attn=args.attn, gradient_checkpointing=checkpointing,
+                     **({"length_chunks": chunks} if chunks else {}))
     check_before_work(cfg)
     acc, choice = make_accelerator(cfg.train)
     dev = acc.device.type
@@ -132,7 +136,8 @@ def bench_decoder(records, args, tmp: Path, *, padding_free: bool, chunks: int |
     same = {"lora_r": peft_cfg.r, "lora_alpha": peft_cfg.lora_alpha, "lora_dropout": peft_cfg.lora_dropout,
             "lora_targets": sorted(peft_cfg.target_modules)} if peft_cfg else {}
     del model, task
-    return {"name": f"{args.model} cross {'LoRA' if cfg.lora else 'full'} {tag} ({choice.precision})",
+    return {"name": f"{args.model} cross {'LoRA' if cfg.lora else 'full'} {tag} ({choice.precision}"
+                    + (", grad ckpt)" if checkpointing else ")"),
             "precision": choice.precision, "pairs_s": prog.examples / prog.train_seconds, "useful_tok_s": tok_s,
             "pad_fraction": 1 - prog.real_tokens / max(prog.padded_tokens, 1), "seq_len": seq,
             "peak_mib": peak / 2**20, "peak_kind": "GPU max allocated" if dev == "cuda" else "RSS growth",
@@ -209,7 +214,8 @@ def bench_decoder_trainer(records, args, tmp: Path, ours: dict) -> dict:
     seq = counted["real"] / max(counted["rows"], 1)
     tok_s = counted["real"] / seconds
     flops = decoder_flops_per_token(model.config, seq, lora=True, checkpointing=ours["checkpointing"])
-    return {"name": f"HF Trainer+peft SEQ_CLS, pad {padding} ({ours['precision']})", "precision": ours["precision"],
+    return {"name": f"HF Trainer+peft SEQ_CLS, pad {padding} ({ours['precision']}"
+                    + (", grad ckpt)" if ours["checkpointing"] else ")"), "precision": ours["precision"],
             "pairs_s": counted["rows"] / 2 / seconds, "useful_tok_s": tok_s,
             "pad_fraction": 1 - counted["real"] / max(counted["padded"], 1), "seq_len": seq,
             "peak_mib": float("nan"), "peak_kind": "not measured (the process high-water mark is ours')",
@@ -309,9 +315,20 @@ def main_decoder(args, records, data: str) -> None:
         # padding-free removes) and packed rows; then the HF Trainer baseline
         runs = [bench_decoder(records, args, Path(tmp), padding_free=False)]
         if variants:
-            runs += [bench_decoder(records, args, Path(tmp), padding_free=False, chunks=1),
-                     bench_decoder(records, args, Path(tmp), padding_free=True)]
-        base = bench_decoder_trainer(records, args, Path(tmp), runs[0]) if args.baseline and args.lora else None
+            same = runs[0]["checkpointing"]
+            runs += [bench_decoder(records, args, Path(tmp), padding_free=False, chunks=1, checkpointing=same),
+                     bench_decoder(records, args, Path(tmp), padding_free=True, checkpointing=same)]
+        # ours and the baseline alternate --repeats times: on a shared machine the load moves
+        # between runs, so one pair's ratio is noise-prone; the median of the pairs is less so
+        pairs: list[tuple[dict, dict]] = []
+        for k in range(args.repeats if args.baseline and args.lora else 0):
+            ours = runs[0] if k == 0 else bench_decoder(records, args, Path(tmp), padding_free=False,
+                                                        checkpointing=runs[0]["checkpointing"])
+            pairs.append((ours, bench_decoder_trainer(records, args, Path(tmp), runs[0])))
+    if len(pairs) > 1:
+        for k, (ours, b) in enumerate(pairs):
+            ours["name"], b["name"] = f"#{k + 1} {ours['name']}", f"#{k + 1} {b['name']}"
+    base = pairs[0][1] if pairs else None
     print(f"data: {data} ({len(records)} pairs), max_len {args.max_len}, batch {args.batch_size} pairs "
           f"(x2 orders), {args.steps} timed steps + 1 (first-call overheads included, both sides), device {dev}, "
           f"torch threads {torch.get_num_threads()}, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
@@ -323,20 +340,23 @@ def main_decoder(args, records, data: str) -> None:
               f"gradient checkpointing {'on' if runs[0]['checkpointing'] else 'off'} (as ours)")
     print(f"{'run':56s} {'pairs/s':>8s} {'useful tok/s':>13s} {'pad':>6s} {'peak MiB':>9s} "
           f"{'model GFLOP/s':>14s} {'of ceiling':>10s}")
-    for r in runs + ([base] if base is not None else []):
+    rows = runs[:1] + [b for _, b in pairs[:1]] + runs[1:] + [r for pair in pairs[1:] for r in pair]
+    for r in rows:
         ceiling = mm.get(r["precision"], mm["fp32"])
         r["share_of_ceiling"] = r["gflops"] / ceiling
         print(f"{r['name']:56s} {r['pairs_s']:8.2f} {r['useful_tok_s']:13.0f} {r['pad_fraction']:6.1%} "
               f"{r['peak_mib']:9.0f} {r['gflops']:14.2f} {r['share_of_ceiling']:10.1%}")
-    summary: dict = {"matmul_gflops": mm, "runs": runs, "baseline": base}
+    summary: dict = {"matmul_gflops": mm, "runs": runs, "pairs": pairs}
     if variants:
         summary["packed_over_padded"] = ratio = runs[2]["useful_tok_s"] / runs[0]["useful_tok_s"]
         print(f"padding-free / padded (length chunks): {ratio:.2f}x useful tokens/s; / one chunk: "
               f"{runs[2]['useful_tok_s'] / runs[1]['useful_tok_s']:.2f}x (peak memory: {runs[2]['peak_kind']})")
-    if base is not None:
-        summary["ours_over_baseline"] = ratio = runs[0]["useful_tok_s"] / base["useful_tok_s"]
-        print(f"ours / HF Trainer baseline: {ratio:.2f}x useful tokens/s, "
-              f"{runs[0]['pairs_s'] / base['pairs_s']:.2f}x pairs/s")
+    if pairs:
+        ratios = [o["useful_tok_s"] / b["useful_tok_s"] for o, b in pairs]
+        summary["ours_over_baseline"] = ratio = float(np.median(ratios))
+        print(f"ours (length chunks) / HF Trainer baseline: {ratio:.2f}x useful tokens/s"
+              + (f" (median of {len(ratios)} alternating pairs: {', '.join(f'{x:.2f}' for x in ratios)})"
+                 if len(ratios) > 1 else f", {pairs[0][0]['pairs_s'] / pairs[0][1]['pairs_s']:.2f}x pairs/s"))
     elif args.baseline:
         print("HF Trainer baseline skipped: it is a LoRA baseline and this run is --no-lora")
     print(json.dumps(summary))
@@ -360,6 +380,9 @@ def main() -> None:
                          "models, where each run costs minutes on a CPU]")
     ap.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                     help="decoders: the HF Trainer + peft SEQ_CLS baseline on the same pairs [on]")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="decoders: run ours and the baseline alternately N times, report the median ratio "
+                         "(a shared machine's load moves between runs)")
     ap.add_argument("--baseline-padding", choices=["max_length", "longest"], default="max_length",
                     help="decoder baseline: pad every row to --max-len as a notebook does, or to the batch's longest")
     args = ap.parse_args()
