@@ -3,6 +3,7 @@
     python scripts/bench_train_pref.py [--data CSV] [--pairs 192] [--max-len 256] [--steps 12]
     python scripts/bench_train_pref.py --model tiny-llama [--no-lora]     # a decoder: padded vs padding-free
     python scripts/bench_train_pref.py --model google/gemma-2-2b-it       # any decoder id on a GPU
+    python scripts/bench_train_pref.py --model smollm2-135m-instruct --pairs 48 --steps 4 --batch-size 4
 
 Encoders (default --model minilm): one run, same machine, same encoder, same pairs:
   * matmul: this machine's GEMM rate (the ceiling): fp32 always, bf16 only where the
@@ -17,7 +18,11 @@ Decoders (tiny-* or any causal LM): the real engine on judge sequences (--arch c
 LoRA unless --no-lora, gradient checkpointing as the config defaults), same pairs and
 steps, three ways: padded as the classifier trains (length-grouped batches, rows cut
 into length chunks of their own width), padded in one call (plain dynamic padding), and
---padding-free (packed rows). The first timed step includes first-call overheads. Prints useful tokens/s, padding fraction, peak memory (CUDA: max allocated; CPU:
+--padding-free (packed rows) (the last two with --padding-variants: default on for tiny-*,
+off for real models), then the baseline a notebook would be (bench_decoder_trainer:
+HF Trainer + AutoModelForSequenceClassification + peft LoRA SEQ_CLS on the same judge
+sequences, padded to max_length) and the ratio ours/baseline. The first timed step
+includes first-call overheads, on both sides. Prints useful tokens/s, padding fraction, peak memory (CUDA: max allocated; CPU:
 peak RSS growth over the process before the run, MALLOC_MMAP_THRESHOLD_=65536 makes RSS
 follow live memory), and model FLOP/s over useful tokens as a share of the measured
 matmul rate of the precision it trained in.
@@ -92,8 +97,11 @@ def decoder_flops_per_token(cfg, seq_len: float, *, lora: bool, checkpointing: b
     return passes * (2 * n + 4 * layers * heads * hd * seq_len)
 
 
-def bench_decoder(records, args, tmp: Path, *, padding_free: bool, chunks: int | None = None) -> dict:
-    """The classifier's own training (engine + PrefTask) on a decoder, padded or packed."""
+def bench_decoder(records, args, tmp: Path, *, padding_free: bool, chunks: int | None = None,
+                  checkpointing: bool | None = None) -> dict:
+    """The classifier's own training (engine + PrefTask) on a decoder, padded or packed.
+    `checkpointing` None: the config's auto choice, which depends on the memory free at the
+    time; later runs pin the first run's choice so that the rows differ only in padding."""
     from src.engine.recompute import recompute_is_on
     from src.engine.loop import make_accelerator, train
     from src.pref.config import PrefConfig
@@ -104,7 +112,8 @@ def bench_decoder(records, args, tmp: Path, *, padding_free: bool, chunks: int |
     cfg = PrefConfig(model=args.model, arch="cross", lora=args.lora, lora_r=args.lora_r, max_len=args.max_len,
                      batch_size=args.batch_size, epochs=1, progress=False, stop_after_steps=args.steps + 1,
                      calibrate=False, out=str(tmp / tag), precision=args.precision, padding_free=padding_free,
-                     select_frac=0.0, attn=args.attn, **({"length_chunks": chunks} if chunks else {}))
+                     select_frac=0.0, attn=args.attn, gradient_checkpointing=checkpointing,
+                     **({"length_chunks": chunks} if chunks else {}))
     check_before_work(cfg)
     acc, choice = make_accelerator(cfg.train)
     dev = acc.device.type
@@ -120,15 +129,97 @@ def bench_decoder(records, args, tmp: Path, *, padding_free: bool, chunks: int |
     peak = torch.cuda.max_memory_allocated() if dev == "cuda" else _rss("VmHWM") - base
     seq = prog.real_tokens / max(prog.examples * 2, 1)  # both orders of each pair
     tok_s = prog.real_tokens / prog.train_seconds
-    flops = decoder_flops_per_token(model.encoder.config, seq, lora=cfg.lora,
-                                    checkpointing=recompute_is_on(model.encoder))
+    checkpointing = recompute_is_on(model.encoder)
+    flops = decoder_flops_per_token(model.encoder.config, seq, lora=cfg.lora, checkpointing=checkpointing)
+    # what the HF Trainer baseline must copy to train the same adapters the same way
+    peft_cfg = next(iter(model.encoder.peft_config.values())) if cfg.lora else None
+    same = {"lora_r": peft_cfg.r, "lora_alpha": peft_cfg.lora_alpha, "lora_dropout": peft_cfg.lora_dropout,
+            "lora_targets": sorted(peft_cfg.target_modules)} if peft_cfg else {}
     del model, task
-    return {"name": f"{args.model} cross {'LoRA' if cfg.lora else 'full'} {tag} ({choice.precision})",
+    return {"name": f"{args.model} cross {'LoRA' if cfg.lora else 'full'} {tag} ({choice.precision}"
+                    + (", grad ckpt)" if checkpointing else ")"),
             "precision": choice.precision, "pairs_s": prog.examples / prog.train_seconds, "useful_tok_s": tok_s,
             "pad_fraction": 1 - prog.real_tokens / max(prog.padded_tokens, 1), "seq_len": seq,
             "peak_mib": peak / 2**20, "peak_kind": "GPU max allocated" if dev == "cuda" else "RSS growth",
             "gflops": tok_s * flops / 1e9, "steps": prog.steps if hasattr(prog, "steps") else args.steps,
-            "device": dev}
+            "device": dev, "checkpointing": checkpointing, **same}
+
+
+def bench_decoder_trainer(records, args, tmp: Path, ours: dict) -> dict:
+    """The baseline most users would write for a decoder judge: transformers.Trainer +
+    AutoModelForSequenceClassification(num_labels=3) + peft LoRA (task_type SEQ_CLS, so the
+    fresh score head trains too), pad token = eos. Same pairs as ours, both orders, through
+    the same judge prompt and truncation (our encoder's ids, so both read the same tokens),
+    padded to max_length as a notebook does (--baseline-padding longest: dynamic padding),
+    same LoRA r/alpha/dropout/targets, same precision and gradient checkpointing as ours
+    (so the ratio measures the training loop and batching, not a dtype or memory flag).
+    Timed like ours: every step's wall time summed, the first step included."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
+                              TrainerCallback, TrainingArguments)
+
+    from src.models import resolve
+    from src.pref.config import PrefConfig
+    from src.pref.inputs.encode import encode_pairs
+    path = resolve(args.model)
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=3)
+    model.config.pad_token_id = tok.pad_token_id
+    lora = LoraConfig(task_type="SEQ_CLS", r=ours["lora_r"], lora_alpha=ours["lora_alpha"],
+                      lora_dropout=ours["lora_dropout"], target_modules=ours["lora_targets"])
+    model = get_peft_model(model, lora)
+    enc = encode_pairs(records, tok, arch="cross", max_len=args.max_len,
+                       prompt_budget=PrefConfig(model=args.model).prompt_budget)
+    swap = {0: 1, 1: 0, 2: 2}  # B-first rows: the A/B verdict swaps, a tie stays
+    rows = [(ids, int(y)) for ids, y in zip(enc.ids["ab"], enc.labels)]
+    rows += [(ids, swap[int(y)]) for ids, y in zip(enc.ids.get("ba", []), enc.labels)]
+    padding = args.baseline_padding
+    pad = DataCollatorWithPadding(tok, padding="max_length" if padding == "max_length" else "longest",
+                                  max_length=args.max_len if padding == "max_length" else None)
+    counted = {"real": 0, "padded": 0, "rows": 0}
+
+    def collate(feats):  # count the tokens the Trainer really fed (its sampler shuffles)
+        batch = pad(feats)
+        counted["real"] += int(batch["attention_mask"].sum())
+        counted["padded"] += batch["attention_mask"].numel()
+        counted["rows"] += len(feats)
+        return batch
+
+    class DS(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(rows)
+
+        def __getitem__(self, i):
+            return {"input_ids": rows[i][0], "labels": rows[i][1]}
+
+    step_s: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, *a, **k):
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, *a, **k):
+            step_s.append(time.perf_counter() - self.t0)
+
+    bf16 = ours["precision"] == "bf16"
+    targs = TrainingArguments(output_dir=str(tmp / "hf-decoder"), per_device_train_batch_size=2 * args.batch_size,
+                              max_steps=args.steps + 1, learning_rate=2e-4, report_to=[], save_strategy="no",
+                              logging_strategy="no", use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
+                              dataloader_num_workers=0, bf16=bf16, activation_checkpointing=ours["checkpointing"],
+                              activation_checkpointing_kwargs={"use_reentrant": False}, remove_unused_columns=False)
+    Trainer(model=model, args=targs, train_dataset=DS(), data_collator=collate, callbacks=[Clock()]).train()
+    seconds = sum(step_s)
+    seq = counted["real"] / max(counted["rows"], 1)
+    tok_s = counted["real"] / seconds
+    flops = decoder_flops_per_token(model.config, seq, lora=True, checkpointing=ours["checkpointing"])
+    return {"name": f"HF Trainer+peft SEQ_CLS, pad {padding} ({ours['precision']}"
+                    + (", grad ckpt)" if ours["checkpointing"] else ")"), "precision": ours["precision"],
+            "pairs_s": counted["rows"] / 2 / seconds, "useful_tok_s": tok_s,
+            "pad_fraction": 1 - counted["real"] / max(counted["padded"], 1), "seq_len": seq,
+            "peak_mib": float("nan"), "peak_kind": "not measured (the process high-water mark is ours')",
+            "gflops": tok_s * flops / 1e9, "steps": len(step_s), "device": ours["device"]}
 
 
 def flops_per_token(model_cfg, seq_len: float) -> float:
@@ -214,29 +305,61 @@ def is_decoder_model(name: str) -> bool:
 
 
 def main_decoder(args, records, data: str) -> None:
+    from src.models.tiny import is_tiny_decoder
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     mm = matmul_ceiling(dev)
+    variants = is_tiny_decoder(args.model) if args.padding_variants is None else args.padding_variants
     with tempfile.TemporaryDirectory() as tmp:
         # the default (length chunks: rows of a batch sorted by length, each chunk its own
-        # width), one chunk (plain dynamic padding: what padding-free removes), packed rows
-        runs = [bench_decoder(records, args, Path(tmp), padding_free=False),
-                bench_decoder(records, args, Path(tmp), padding_free=False, chunks=1),
-                bench_decoder(records, args, Path(tmp), padding_free=True)]
+        # width); with --padding-variants also one chunk (plain dynamic padding: what
+        # padding-free removes) and packed rows; then the HF Trainer baseline
+        runs = [bench_decoder(records, args, Path(tmp), padding_free=False)]
+        if variants:
+            same = runs[0]["checkpointing"]
+            runs += [bench_decoder(records, args, Path(tmp), padding_free=False, chunks=1, checkpointing=same),
+                     bench_decoder(records, args, Path(tmp), padding_free=True, checkpointing=same)]
+        # ours and the baseline alternate --repeats times: on a shared machine the load moves
+        # between runs, so one pair's ratio is noise-prone; the median of the pairs is less so
+        pairs: list[tuple[dict, dict]] = []
+        for k in range(args.repeats if args.baseline and args.lora else 0):
+            ours = runs[0] if k == 0 else bench_decoder(records, args, Path(tmp), padding_free=False,
+                                                        checkpointing=runs[0]["checkpointing"])
+            pairs.append((ours, bench_decoder_trainer(records, args, Path(tmp), runs[0])))
+    if len(pairs) > 1:
+        for k, (ours, b) in enumerate(pairs):
+            ours["name"], b["name"] = f"#{k + 1} {ours['name']}", f"#{k + 1} {b['name']}"
+    base = pairs[0][1] if pairs else None
     print(f"data: {data} ({len(records)} pairs), max_len {args.max_len}, batch {args.batch_size} pairs "
-          f"(x2 orders), {args.steps} timed steps, device {dev}, torch threads {torch.get_num_threads()}")
+          f"(x2 orders), {args.steps} timed steps + 1 (first-call overheads included, both sides), device {dev}, "
+          f"torch threads {torch.get_num_threads()}, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print("matmul ceiling: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in mm.items())
           + ("" if "bf16" in mm else " (no native bf16 here: fp32 is the ceiling)"))
-    print(f"{'run':52s} {'pairs/s':>8s} {'useful tok/s':>13s} {'pad':>6s} {'peak MiB':>9s} "
+    if base is not None:
+        print(f"baseline: same judge sequences (both orders) as ours, batch {2 * args.batch_size} rows, LoRA r="
+              f"{runs[0]['lora_r']} alpha={runs[0]['lora_alpha']} on {','.join(runs[0]['lora_targets'])}, "
+              f"gradient checkpointing {'on' if runs[0]['checkpointing'] else 'off'} (as ours)")
+    print(f"{'run':56s} {'pairs/s':>8s} {'useful tok/s':>13s} {'pad':>6s} {'peak MiB':>9s} "
           f"{'model GFLOP/s':>14s} {'of ceiling':>10s}")
-    for r in runs:
+    rows = runs[:1] + [b for _, b in pairs[:1]] + runs[1:] + [r for pair in pairs[1:] for r in pair]
+    for r in rows:
         ceiling = mm.get(r["precision"], mm["fp32"])
         r["share_of_ceiling"] = r["gflops"] / ceiling
-        print(f"{r['name']:52s} {r['pairs_s']:8.2f} {r['useful_tok_s']:13.0f} {r['pad_fraction']:6.1%} "
+        print(f"{r['name']:56s} {r['pairs_s']:8.2f} {r['useful_tok_s']:13.0f} {r['pad_fraction']:6.1%} "
               f"{r['peak_mib']:9.0f} {r['gflops']:14.2f} {r['share_of_ceiling']:10.1%}")
-    ratio = runs[2]["useful_tok_s"] / runs[0]["useful_tok_s"]
-    print(f"padding-free / padded (length chunks): {ratio:.2f}x useful tokens/s; / one chunk: "
-          f"{runs[2]['useful_tok_s'] / runs[1]['useful_tok_s']:.2f}x (peak memory: {runs[2]['peak_kind']})")
-    print(json.dumps({"matmul_gflops": mm, "runs": runs, "packed_over_padded": ratio}))
+    summary: dict = {"matmul_gflops": mm, "runs": runs, "pairs": pairs}
+    if variants:
+        summary["packed_over_padded"] = ratio = runs[2]["useful_tok_s"] / runs[0]["useful_tok_s"]
+        print(f"padding-free / padded (length chunks): {ratio:.2f}x useful tokens/s; / one chunk: "
+              f"{runs[2]['useful_tok_s'] / runs[1]['useful_tok_s']:.2f}x (peak memory: {runs[2]['peak_kind']})")
+    if pairs:
+        ratios = [o["useful_tok_s"] / b["useful_tok_s"] for o, b in pairs]
+        summary["ours_over_baseline"] = ratio = float(np.median(ratios))
+        print(f"ours (length chunks) / HF Trainer baseline: {ratio:.2f}x useful tokens/s"
+              + (f" (median of {len(ratios)} alternating pairs: {', '.join(f'{x:.2f}' for x in ratios)})"
+                 if len(ratios) > 1 else f", {pairs[0][0]['pairs_s'] / pairs[0][1]['pairs_s']:.2f}x pairs/s"))
+    elif args.baseline:
+        print("HF Trainer baseline skipped: it is a LoRA baseline and this run is --no-lora")
+    print(json.dumps(summary))
 
 
 def main() -> None:
@@ -252,6 +375,16 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--precision", default="auto")
+    ap.add_argument("--padding-variants", action=argparse.BooleanOptionalAction, default=None,
+                    help="decoders: also one length chunk and --padding-free [default: on for tiny-*, off for real "
+                         "models, where each run costs minutes on a CPU]")
+    ap.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
+                    help="decoders: the HF Trainer + peft SEQ_CLS baseline on the same pairs [on]")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="decoders: run ours and the baseline alternately N times, report the median ratio "
+                         "(a shared machine's load moves between runs)")
+    ap.add_argument("--baseline-padding", choices=["max_length", "longest"], default="max_length",
+                    help="decoder baseline: pad every row to --max-len as a notebook does, or to the batch's longest")
     args = ap.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from src.data.arena import read_pairs
