@@ -273,3 +273,16 @@ def test_a_one_point_train_loss_is_a_marker_and_a_short_run_is_barely_smoothed(t
     smoothed = [ln for ln in lines if "smoothed" in ln.get_label()]
     assert len(smoothed) == 1
     assert abs(smoothed[0].get_ydata()[-1] - losses[-1]) < 0.1  # at 0.9 it was 0.85 against 0.6
+
+
+def test_a_time_estimate_is_printed_once_after_the_first_timed_steps(tmp_path, capsys):
+    from src.engine.loop import evals_planned, time_estimate
+    assert time_estimate(1.5, 40, 2) == "[time] ~1.0 min of training left: 40 steps at 1.50 s/step (+ 2 evals)"
+    assert "h of training left" in time_estimate(10.0, 1000, 1)
+    assert evals_planned(_cfg(eval_every=0), 2, 16, 2) == 2 and evals_planned(_cfg(eval_every=4), 1, 8, 0) == 2
+    torch.manual_seed(0)
+    cfg = _cfg(epochs=2)
+    acc, _ = make_accelerator(cfg)
+    train(cfg, ToyTask(), torch.nn.Linear(4, 1), tmp_path, acc)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("[time]")]
+    assert len(lines) == 1 and "14 steps at" in lines[0]  # 16 steps: printed after the 2nd

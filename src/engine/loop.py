@@ -270,6 +270,22 @@ class Evaluator:
         return metrics
 
 
+def evals_planned(cfg: TrainSettings, epochs_left: int, total_steps: int, done: int) -> int:
+    """About how many evals are still to come: each remaining epoch's end, plus one every
+    eval_every steps (one at an epoch's end counts once only roughly: this is for an estimate)."""
+    mid = ((total_steps - 1) // cfg.eval_every - done // cfg.eval_every) if cfg.eval_every else 0
+    return max(epochs_left, 0) + max(mid, 0)
+
+
+def time_estimate(step_seconds: float, steps_left: int, evals_left: int) -> str:
+    """One line, printed once a step has been timed: how long the rest of the run will train
+    (evals come on top: their cost depends on the validation rows, not the step)."""
+    minutes = step_seconds * steps_left / 60
+    span = f"{minutes:.1f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
+    return (f"[time] ~{span} of training left: {steps_left} steps at {step_seconds:.2f} s/step "
+            f"(+ {evals_left} eval{'s' if evals_left != 1 else ''})")
+
+
 def train(cfg: TrainSettings, task: Task, model: torch.nn.Module, run_dir: Path, accelerator,
           *, resume: bool = False, trial_hook=None, hparams: Any = None) -> Progress:
     """Train `model` on `task`; returns the final Progress. After each eval, `task.after_eval`
@@ -323,7 +339,7 @@ def train(cfg: TrainSettings, task: Task, model: torch.nn.Module, run_dir: Path,
     evaluate = Evaluator(task, accelerator, rd.best, log, trial_hook, per_epoch)
 
     model.train()
-    steps_this_run = 0
+    steps_this_run, start_step = 0, progress.step
     stop = False
     with StopRequests() as signals:
         while progress.epoch < n_epochs and not stop:
@@ -368,6 +384,10 @@ def train(cfg: TrainSettings, task: Task, model: torch.nn.Module, run_dir: Path,
                             time.perf_counter() - t0, float(norm) if norm is not None and finite else None)
                 if cfg.log_every and progress.step % cfg.log_every == 0:
                     log(train_record(progress, lr_used))
+                if steps_this_run == min(2, total_steps - start_step):  # the 1st step pays first-call costs
+                    accelerator.print(time_estimate(time.perf_counter() - t0, total_steps - progress.step,
+                                                    evals_planned(cfg, n_epochs - progress.epoch, total_steps,
+                                                                  progress.step)))
                 faults.point("step")
                 saved = False
                 bar.update(len(window))
