@@ -13,12 +13,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from src.data.synthetic import make_rows, write_csv
 from src.errors import UsageError
-from src.pref.config import PrefConfig
 from src.pref.modeling import backbone as bb
 from src.pref.modeling import quantize as qz
 from src.pref.train import run
+from tests.quant_helpers import one_line, tiny_lora_cfg, write_small_csv
 
 pytestmark = pytest.mark.skipif(qz.bnb_unsupported("cpu") is not None,
                                 reason=f"bitsandbytes cannot run on this CPU: {qz.bnb_unsupported('cpu')}")
@@ -31,26 +30,12 @@ def _bnb_layers(model) -> list[tuple[str, torch.nn.Module]]:
 BITS = {"4bit": dict(load_in_4bit=True), "8bit": dict(load_in_8bit=True)}
 
 
-def _one_line(e) -> str:
-    msg = str(e.value)
-    assert "\n" not in msg
-    return msg
+_one_line, _cfg = one_line, tiny_lora_cfg
 
 
 @pytest.fixture(scope="module")
 def small_csv(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("quant_data") / "train.csv"
-    write_csv(make_rows(96, seed=7), path)
-    return path
-
-
-def _cfg(data, out, **kw) -> PrefConfig:
-    base = dict(model="tiny-llama", data=str(data), out=str(out), arch="siamese", max_len=48, prompt_budget=12,
-                batch_size=8, epochs=1, lr=2e-3, head_lr_mult=5, head_hidden=16, head_dropout=0.0, select_frac=0.0,
-                precision="fp32", progress=False, eval_every=3, seed=3, lora=True, lora_r=2, lora_alpha=4,
-                lora_dropout=0.0)
-    base.update(kw)
-    return PrefConfig(**base)
+    return write_small_csv(tmp_path_factory.mktemp("quant_data"))
 
 
 def _quantised_state(model) -> dict[str, torch.Tensor]:
