@@ -2,14 +2,16 @@
 `predict` or `export` is refused in one line that names what it is (`generate --run
 <classifier run>` used to end in "You need to have sentencepiece or tiktoken installed").
 
-It sits above both stages and reads each stage's own marker (pref's best checkpoint
-layout, gen's checkpoint meta file) lazily, on the refusal path only, so neither stage
-imports the other.
+Both stages call it on their refusal path, so it imports neither: it reads each stage's
+checkpoint marker (pref: weights + config in checkpoint/best; gen: its meta file), whose
+names the run-dir layout owner (engine/rundir.py) holds.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+from .engine.rundir import BEST, BEST_PATH, CONFIG, GEN_CHECKPOINT_META, WEIGHTS, RunDir
 
 CLASSIFIER = "a classifier run (python -m src.train_pref; predict with python -m src.predict --run, export with python -m src.export --run)"
 KFOLD = "a K-fold classifier run dir (python -m src.train_pref --folds K; predict with python -m src.predict --run)"
@@ -18,37 +20,38 @@ SWEEP = "a sweep folder (python -m src.sweep; its trials are runs under trials/<
 UNFINISHED = "a run dir without a finished checkpoint (no checkpoint/best yet: --resume it, or wait for its first eval)"
 
 
+def _classifier_checkpoint(folder: Path) -> bool:
+    """pref/checkpoint.py's best-checkpoint marker: weights and the run config side by side."""
+    return (folder / WEIGHTS).is_file() and (folder / CONFIG).is_file()
+
+
+def _is_classifier(p: Path) -> bool:  # a run dir, its checkpoint/, or checkpoint/best (pref's `locate`)
+    return any(_classifier_checkpoint(d) for d in (p / BEST_PATH, p / BEST, p))
+
+
+def _is_generative(p: Path) -> bool:  # a run dir or its checkpoint (gen's `find_checkpoint`)
+    return any((d / GEN_CHECKPOINT_META).is_file() for d in (p, p / BEST_PATH))
+
+
 def run_kind(path: str | os.PathLike) -> str | None:
     """One of the descriptions above, or None for a folder that is none of them (an HF model
-    folder, an empty or missing path)."""
-    from .gen.checkpoint import find_checkpoint
-    from .pref.checkpoint import locate
+    folder, an empty or missing path). It reads the markers the layout owner names
+    (engine/rundir.py) instead of importing either stage: both stages call it."""
     p = Path(path)
     if not p.is_dir():
         return None
-    try:
-        locate(p)
+    if _is_classifier(p):
         return CLASSIFIER
-    except FileNotFoundError:
-        pass
-    if find_checkpoint(p) is not None:
+    if _is_generative(p):
         return GENERATIVE
-    if any(locate_ok(d) for d in p.glob("fold*") if d.is_dir()):
+    if any(_is_classifier(d) for d in p.glob("fold*") if d.is_dir()):
         return KFOLD
     if (p / "study.db").exists() or (p / "trials").is_dir():
         return SWEEP
-    if (p / "config.yaml").exists() and (p / "metrics.jsonl").exists():
+    rd = RunDir(p)
+    if rd.config.exists() and rd.metrics_log.exists():
         return UNFINISHED
     return None
-
-
-def locate_ok(folder: Path) -> bool:
-    from .pref.checkpoint import locate
-    try:
-        locate(folder)
-        return True
-    except FileNotFoundError:
-        return False
 
 
 def wrong_kind(path: str | os.PathLike, wanted: str, kind: str | None = None) -> str | None:

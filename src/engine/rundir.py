@@ -40,6 +40,8 @@ OOF_PREDICTIONS = "oof_predictions.csv"
 INITIAL_EVAL = "initial_eval.json"
 SAMPLES = "samples.jsonl"
 VAL_LOSSES = "val_losses.csv"
+GEN_CHECKPOINT_META = "gen_checkpoint.json"  # marks a generative checkpoint folder (gen/checkpoint.py writes it)
+WEIGHTS = "model.safetensors"  # a classifier checkpoint's weights (pref/checkpoint.py)
 RESUME_STATE = "training_state.pt"
 # the folder under last/ that holds accelerate's save_state (every rank's shards) under DeepSpeed/FSDP
 SHARDED_STATE = "sharded"

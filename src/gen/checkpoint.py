@@ -23,12 +23,12 @@ from typing import Any
 
 import torch
 
-from ..engine.rundir import RESUME_STATE, VAL_LOSSES, RunDir
+from ..engine.rundir import GEN_CHECKPOINT_META, RESUME_STATE, VAL_LOSSES, RunDir
 from ..errors import UsageError
 from ..models import check_name, resolve
 from .model import ensure_pad_token, load_base, load_tokenizer, resize_embeddings
 
-CHECKPOINT_META = "gen_checkpoint.json"
+CHECKPOINT_META = GEN_CHECKPOINT_META
 
 
 # --- the run dir ------------------------------------------------------------------------------

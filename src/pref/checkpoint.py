@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from ..config import from_dict, load_yaml, save_yaml
-from ..engine.rundir import BEST, BEST_PATH, CHECKPOINT, CONFIG, METRICS, PRIOR, RunDir
+from ..engine.rundir import BEST, BEST_PATH, CHECKPOINT, CONFIG, METRICS, PRIOR, WEIGHTS, RunDir
 from ..files import atomic_write_text
 from ..engine.checkpoint import load_weights, save_weights
 from ..errors import UsageError
@@ -42,7 +42,7 @@ EXPORT_EXTRA_FILES = (PRIOR, METRICS)
 
 
 def _is_best(folder: Path) -> bool:
-    return (folder / "model.safetensors").exists() and (folder / CONFIG).exists()
+    return (folder / WEIGHTS).exists() and (folder / CONFIG).exists()
 
 
 @dataclass(frozen=True)
