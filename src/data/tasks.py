@@ -112,7 +112,7 @@ def binary_metrics(probs: np.ndarray, labels: np.ndarray) -> dict:
 
 def task_metrics(task: str, probs: np.ndarray, labels: np.ndarray) -> dict:
     """The task's own figures: 3-class log loss/accuracy for arena3, binary ones for binary."""
-    from ..pref.inference.calibration import floor_probs, log_loss
+    from ..metrics import floor_probs, log_loss
     y = np.asarray(labels)
     ok = (y >= 0) & np.isfinite(np.asarray(probs)).all(1)
     if task == "binary":

@@ -39,9 +39,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...data.records import swap_probs
-from ...metrics import log_loss, row_log_losses  # noqa: F401  (re-exported: the one log loss)
+from ...metrics import PROB_FLOOR, floor_probs, log_loss, row_log_losses  # noqa: F401  (re-exported: the one log loss, the one floor)
 
-PROB_FLOOR = 1e-6
 # The range a temperature may take. Beyond 5 a 3-class softmax is nearly the uniform
 # guess (a T of 7.49 fitted on a 29-row slice made a 0.706 model score 0.948); below
 # 0.1 it is nearly an argmax. Either end is a symptom of a slice too small or unlike
@@ -68,16 +67,6 @@ def average_probs(ab: np.ndarray, ba: np.ndarray | None, temperature: float = 1.
     if ba is None:
         return p
     return 0.5 * (p + swap_probs(softmax(ba, temperature)))
-
-
-def floor_probs(probs: np.ndarray, floor: float = PROB_FLOOR) -> np.ndarray:
-    """Every probability >= floor, rows summing to 1; NaN rows stay NaN.
-    floor + (1 - k floor) p (k classes) keeps the order of the classes and moves
-    a probability by at most k * floor."""
-    p = np.asarray(probs, dtype=np.float64)
-    p = np.clip(p, 0.0, None)
-    p = p / p.sum(-1, keepdims=True)
-    return floor + (1.0 - p.shape[-1] * floor) * p
 
 
 def temperature_bounds(ab: np.ndarray, ba: np.ndarray | None, floor: float = PROB_FLOOR) -> tuple[float, float]:
