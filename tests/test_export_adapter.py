@@ -20,11 +20,11 @@ from src.pref import export as ex
 from src.pref.checkpoint import load_pref_checkpoint
 from src.pref.inference.submission import check_submission
 from tests.fixtures_pref import write_test_csv
+from tests.pref_helpers import run_kaggle_notebook
 
 pytestmark = pytest.mark.slow  # trains a LoRA run, exports it and verifies it in a fresh python / a notebook kernel
 
 REPO = Path(__file__).resolve().parents[1]
-NOTEBOOK = REPO / "notebooks" / "kaggle_inference.ipynb"
 KAGGLE_BASE = "/kaggle/input/tiny-llama-model/transformers/default/1"
 
 
@@ -87,21 +87,11 @@ def test_exported_adapter_loads_its_copied_base_not_a_rebuilt_one(lora_export, m
 
 
 def test_notebook_predicts_like_the_repo_with_an_adapter_run(lora_export, lora_run, tmp_path, monkeypatch):
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
     test = write_test_csv(tmp_path / "test.csv", rows=10, seed=23)
     with open(test, "a") as f:
         f.write('424242,"[""q""]",not json,"[""b""]"\n')  # an unparseable row still gets a prediction
     out = tmp_path / "working" / "submission.csv"
-    for k, v in {"PREFPIPE_EXPORT": lora_export, "PREFPIPE_TEST": test, "PREFPIPE_OUT": out,
-                 "PREFPIPE_DEVICE": "cpu"}.items():
-        monkeypatch.setenv(k, str(v))
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    nbclient.NotebookClient(nb, kernel_name="python3", timeout=600,
-                            resources={"metadata": {"path": str(tmp_path)}}).execute()  # cwd: not the repo
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
-    assert not [o for o in outputs if o.get("output_type") == "error"]
-    text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
+    text = run_kaggle_notebook(tmp_path, monkeypatch, export=lora_export, test=test, out=out, device="cpu")
     assert "adapter on tiny-llama from ../../bases/tiny-llama" in text
     assert "ok, 11 rows (1 given the class prior)" in text and check_submission(out, test) == []
     # the repository's CLI on the run dir (base rebuilt from its name) predicts the same
@@ -164,16 +154,10 @@ def test_notebook_quantize_switch_predicts_on_cpu(lora_export, lora_run, tmp_pat
     """PREFPIPE_QUANTIZE=8bit on the CPU (bitsandbytes >= 0.50 runs there): the notebook loads the
     export's copied base in 8-bit and writes what `predict --load-in-8bit` writes for the run dir,
     near the unquantised figures and not equal to them (the base really was quantised)."""
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
     test = write_test_csv(tmp_path / "test.csv", rows=6, seed=5)
     out = tmp_path / "working" / "submission.csv"
-    for k, v in {"PREFPIPE_EXPORT": lora_export, "PREFPIPE_TEST": test, "PREFPIPE_OUT": out,
-                 "PREFPIPE_DEVICE": "cpu", "PREFPIPE_PRECISION": "fp32", "PREFPIPE_QUANTIZE": "8bit"}.items():
-        monkeypatch.setenv(k, str(v))
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    nbclient.NotebookClient(nb, kernel_name="python3", timeout=600,
-                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    run_kaggle_notebook(tmp_path, monkeypatch, export=lora_export, test=test, out=out, device="cpu",
+                        precision="fp32", quantize="8bit")
     assert check_submission(out, test) == []
     common = ["--run", str(lora_run), "--data", str(test), "--device", "cpu", "--precision", "fp32"]
     assert predict_main(common + ["--out", str(tmp_path / "q.csv"), "--load-in-8bit"]) == 0

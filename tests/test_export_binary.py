@@ -13,12 +13,10 @@ import pytest
 from src.predict import main as predict_main
 from src.pref import export as ex
 from src.pref.inference.submission import check_submission, predict_file
-from tests.pref_helpers import make_tiny_encoder
+from tests.pref_helpers import make_tiny_encoder, run_kaggle_notebook
 
 pytestmark = pytest.mark.slow  # verifies the export in a fresh python and runs the notebook in a kernel
 
-REPO = Path(__file__).resolve().parents[1]
-NOTEBOOK = REPO / "notebooks" / "kaggle_inference.ipynb"
 
 
 @pytest.fixture(scope="module")
@@ -53,22 +51,11 @@ def test_binary_export_records_the_task_and_its_check_reads_the_binary_schema(bi
 
 
 def test_notebook_writes_a_binary_submission_that_passes_check(binary_run, tmp_path, monkeypatch, capsys):
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
     run, test = binary_run
     exported = tmp_path / "export"
     ex.export_runs([run], exported, kaggle_user="tester", log=None)
     out = tmp_path / "working" / "submission.csv"
-    monkeypatch.setenv("PREFPIPE_EXPORT", str(exported))
-    monkeypatch.setenv("PREFPIPE_TEST", str(test))
-    monkeypatch.setenv("PREFPIPE_OUT", str(out))
-    monkeypatch.setenv("PREFPIPE_DEVICE", "cpu")
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    nbclient.NotebookClient(nb, kernel_name="python3", timeout=600,
-                            resources={"metadata": {"path": str(tmp_path)}}).execute()  # cwd: not the repo
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
-    assert not [o for o in outputs if o.get("output_type") == "error"]
-    text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
+    text = run_kaggle_notebook(tmp_path, monkeypatch, export=exported, test=test, out=out, device="cpu")
     assert "task binary" in text and "ok, 40 rows" in text
     lines = out.read_text().splitlines()
     assert lines[0] == "id,winner" and len(lines) == 41

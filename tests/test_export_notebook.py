@@ -15,9 +15,9 @@ from src.export import main as export_main
 from src.pref import export as ex
 from src.pref.inference.submission import check_submission, predict_file
 from tests.fixtures_pref import write_test_csv
+from tests.pref_helpers import run_kaggle_notebook
 
 REPO = Path(__file__).resolve().parents[1]
-NOTEBOOK = REPO / "notebooks" / "kaggle_inference.ipynb"
 SUBMIT = REPO / "scripts" / "kaggle_submit.sh"
 
 
@@ -108,23 +108,11 @@ def test_export_refuses_a_nonempty_folder_and_names_the_user(tiny_run, tmp_path,
 
 @pytest.mark.slow  # the real MiniLM export, verified in a fresh python / a notebook kernel
 def test_notebook_predicts_offline_from_the_export(exported, minilm_run, tmp_path, monkeypatch):
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
     test = write_test_csv(tmp_path / "test.csv", rows=12, seed=21)
     with open(test, "a") as f:
         f.write('424242,"[""q""]",not json,"[""b""]"\n')  # an unparseable row still gets a prediction
     out = tmp_path / "working" / "submission.csv"
-    monkeypatch.setenv("PREFPIPE_EXPORT", str(exported))
-    monkeypatch.setenv("PREFPIPE_TEST", str(test))
-    monkeypatch.setenv("PREFPIPE_OUT", str(out))
-    monkeypatch.setenv("PREFPIPE_DEVICE", "cpu")
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=600,
-                                     resources={"metadata": {"path": str(tmp_path)}})  # cwd: not the repo
-    client.execute()
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
-    assert not [o for o in outputs if o.get("output_type") == "error"]
-    text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
+    text = run_kaggle_notebook(tmp_path, monkeypatch, export=exported, test=test, out=out, device="cpu")
     assert str(exported) in text and "ok, 13 rows (1 given the class prior)" in text
     assert check_submission(out, test) == []
     # the exported code and weights predict exactly what the repository's code predicts from the run
