@@ -321,3 +321,21 @@ def test_fast_csv_path_yields_exactly_the_careful_readers_records(tmp_path, base
                     fn(f, n_cols=len(header), delimiter=delim, plausible=_plausible_row(header))]
     careful = records(lambda f, **kw: _careful_records(f, kw["n_cols"], kw["delimiter"], kw["plausible"]))
     assert records(iter_csv_records) == careful
+    # read_pairs first tries pandas (data/fast_csv.py): it must give the careful reader's records
+    # and quarantine too, taking the fast path only where the careful reader quarantines nothing
+    from src.data.arena import iter_arena_csv
+    from src.data.records import PairRecord
+    from src.data.rows import DEFAULT_MAX_CELL_CHARS
+    try:
+        res = read_pairs(p)
+    except DataError as e:  # a header the careful reader refuses with the same line
+        with pytest.raises(DataError) as careful_error:
+            list(iter_arena_csv(p, DEFAULT_MAX_CELL_CHARS))
+        assert str(careful_error.value) == str(e)
+        return
+    items = list(iter_arena_csv(p, DEFAULT_MAX_CELL_CHARS))
+    assert res.records == [x for x in items if isinstance(x, PairRecord)]
+    assert res.quarantine == [x for x in items if not isinstance(x, PairRecord)]
+    assert res.reader == "careful" or not res.quarantine
+    if not ops and not multiline:
+        assert res.reader == "fast", res.fast_refused

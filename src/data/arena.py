@@ -6,11 +6,13 @@ always holds and nothing is silently dropped. Problems that make the whole file
 unreadable (missing file, empty file, missing column) raise `DataError` with a
 one-line message naming the file.
 
-Why the csv module and not pandas: cells can be non-UTF-8 or enormous, and we
-want to quarantine exactly those rows instead of failing the whole file;
-decoding with `surrogateescape` keeps the bad bytes visible per row. The row
-machinery (quarantine, the CSV splitter that recovers from an unclosed quote at
-the next row start, the id scan) lives in `rows.py`.
+Two CSV readers, one result. pandas' C parser reads a clean file
+(`fast_arena_records`, `fast_csv.py`: about the time of pandas.read_csv plus
+json.loads). Any row it cannot vouch for sends the whole file to the careful
+reader (`iter_arena_csv`, the csv module): cells can be non-UTF-8 or enormous and
+it quarantines exactly those rows (`surrogateescape` keeps bad bytes visible per
+row), and it recovers from an unclosed quote at the next row start (`rows.py`).
+Both give the same records (tests/test_fast_csv.py).
 
 Quiet edges, and their treatment (counted under `responses` in the report):
 - an empty response (`[null]`, `[]`, `[""]`, or only blank turns) is kept as
@@ -29,8 +31,10 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from itertools import chain, repeat
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
+from .fast_csv import Refused, gc_paused, json_values, read_string_columns
 from .records import LABEL_NAMES, PairRecord, response_counts
 from .targets import TEACHER_NAMES, label_kinds, parse_teacher, parse_winner
 from .tasks import BINARY_HEADER
@@ -46,6 +50,8 @@ class ReadResult:
     path: str
     records: list[PairRecord] = field(default_factory=list)
     quarantine: list[Quarantined] = field(default_factory=list)
+    reader: str = "careful"  # "fast": a clean CSV read through pandas (fast_csv); not in the report
+    fast_refused: str = ""  # why a CSV was not read by the fast path
 
     @property
     def rows(self) -> int:
@@ -157,27 +163,55 @@ def read_csv_header(path: Path, f) -> tuple[list[str], str]:
     return header, delimiter
 
 
+@dataclass
+class ArenaColumns:
+    """What an arena CSV's header says, checked once per file; both readers use it."""
+    header: list[str]
+    delimiter: str
+    has_labels: bool
+    has_winner: bool
+    has_language: bool
+    has_teacher: bool
+    extra_columns: list[str]  # columns kept as they are in `PairRecord.extra`
+
+
+def arena_columns(path: Path, f) -> ArenaColumns:
+    """Read and check the header of an arena CSV open at its start; DataError names the file."""
+    header, delimiter = read_csv_header(path, f)
+    has_labels = any(n in header for n in LABEL_NAMES)
+    has_winner = WINNER_COLUMN in header
+    if has_labels and has_winner:
+        raise DataError(f"{path}: has both a '{WINNER_COLUMN}' column and {', '.join(LABEL_NAMES)}: "
+                        "one label format per file (WSDM winner=model_a/model_b, or Kaggle's one-hot columns)")
+    if has_labels and not all(n in header for n in LABEL_NAMES):
+        absent = [n for n in LABEL_NAMES if n not in header]
+        raise DataError(f"{path}: has some winner columns but not {', '.join(absent)}")
+    has_teacher = any(n in header for n in TEACHER_NAMES)
+    if has_teacher and not all(n in header for n in TEACHER_NAMES):
+        absent = [n for n in TEACHER_NAMES if n not in header]
+        raise DataError(f"{path}: has some teacher columns but not {', '.join(absent)}")
+    known = REQUIRED_COLUMNS + LABEL_NAMES + TEACHER_NAMES + ("model_a", "model_b", "source", WINNER_COLUMN,
+                                                              "language")
+    return ArenaColumns(header, delimiter, has_labels, has_winner, "language" in header, has_teacher,
+                        [k for k in header if k not in known])
+
+
+def to_record(rid: str, turns: Sequence[list[str]], label: int | None, target, teacher, language: str | None,
+              cell: Callable[[str], str | None], extra_columns: Sequence[str]) -> PairRecord:
+    """The one mapping from a checked row to its record; `cell(name)` is a cell, None when absent."""
+    return PairRecord(id=rid, prompt=turns[0], response_a=turns[1], response_b=turns[2], label=label,
+                      target=target, teacher=teacher, model_a=cell("model_a") or None,
+                      model_b=cell("model_b") or None, source=cell("source") or None,
+                      extra={k: cell(k) for k in extra_columns}, language=language)
+
+
 def iter_arena_csv(path: Path, max_cell_chars: int) -> Iterator[PairRecord | Quarantined]:
+    """The careful reader: row by row, every damaged row quarantined alone (rows.py)."""
     with open_text(path) as f:
-        header, delimiter = read_csv_header(path, f)
-        has_labels = any(n in header for n in LABEL_NAMES)
-        has_winner = WINNER_COLUMN in header
-        if has_labels and has_winner:
-            raise DataError(f"{path}: has both a '{WINNER_COLUMN}' column and {', '.join(LABEL_NAMES)}: "
-                            "one label format per file (WSDM winner=model_a/model_b, or Kaggle's one-hot columns)")
-        has_language = "language" in header
-        if has_labels and not all(n in header for n in LABEL_NAMES):
-            absent = [n for n in LABEL_NAMES if n not in header]
-            raise DataError(f"{path}: has some winner columns but not {', '.join(absent)}")
-        has_teacher = any(n in header for n in TEACHER_NAMES)
-        if has_teacher and not all(n in header for n in TEACHER_NAMES):
-            absent = [n for n in TEACHER_NAMES if n not in header]
-            raise DataError(f"{path}: has some teacher columns but not {', '.join(absent)}")
+        cols = arena_columns(path, f)
+        header, delimiter = cols.header, cols.delimiter
         seen: set[str] = set()
         id_col = header.index("id")
-        known = REQUIRED_COLUMNS + LABEL_NAMES + TEACHER_NAMES + ("model_a", "model_b", "source", WINNER_COLUMN,
-                                                                  "language")
-        extra_columns = [k for k in header if k not in known]  # once per file, not per row
         row_no = 0
         for rec in iter_csv_records(f, n_cols=len(header), delimiter=delimiter, plausible=_plausible_row(header)):
             row_no += 1
@@ -203,31 +237,82 @@ def iter_arena_csv(path: Path, max_cell_chars: int) -> Iterator[PairRecord | Qua
                 check_cells(row, max_cell_chars)
                 if rid in seen:
                     raise RowError("duplicate_id", f"id {rid} already seen earlier in the file")
-                turns = {c: parse_turns(row[c], c) for c in TEXT_COLUMNS}
-                label, target = parse_label(row) if has_labels else (None, None)
-                if has_winner:
+                turns = [parse_turns(row[c], c) for c in TEXT_COLUMNS]
+                label, target = parse_label(row) if cols.has_labels else (None, None)
+                if cols.has_winner:
                     label = parse_winner_word(row[WINNER_COLUMN])
-                language = parse_language(row["language"]) if has_language else None
-                teacher = parse_teacher([row[n] for n in TEACHER_NAMES]) if has_teacher else None
+                language = parse_language(row["language"]) if cols.has_language else None
+                teacher = parse_teacher([row[n] for n in TEACHER_NAMES]) if cols.has_teacher else None
             except RowError as e:
                 yield Quarantined(row_no, rid or None, e.reason, e.detail)
                 continue
             seen.add(rid)
-            extra = {k: row[k] for k in extra_columns}
-            yield PairRecord(
-                id=rid,
-                prompt=turns["prompt"],
-                response_a=turns["response_a"],
-                response_b=turns["response_b"],
-                label=label,
-                target=target,
-                teacher=teacher,
-                model_a=row.get("model_a") or None,
-                model_b=row.get("model_b") or None,
-                source=row.get("source") or None,
-                extra=extra,
-                language=language,
-            )
+            yield to_record(rid, turns, label, target, teacher, language, row.get, cols.extra_columns)
+
+
+def fast_arena_records(path: Path, max_cell_chars: int) -> list[PairRecord]:
+    """Every row of a clean arena CSV as records, read by pandas (`fast_csv`), column by column.
+
+    Raises `Refused` (why, one line) when any row would not become a record: a row the
+    careful reader would quarantine, or any doubt that pandas saw the rows it sees; the
+    caller then reads the whole file with the careful reader. The records are the careful
+    reader's, field for field (tests/test_fast_csv.py). DataError as the careful reader."""
+    with open_text(path) as f:
+        cols = arena_columns(path, f)
+    with open_text(path) as f:
+        header_line = f.readline()
+    columns = read_string_columns(path, cols.header, cols.delimiter, header_line, TEXT_COLUMNS)
+    with gc_paused():
+        raw_ids = columns.pop("id")
+        ids = [c.strip() for c in raw_ids]
+        if not all(ids) or "\n" in "".join(raw_ids):
+            row = next(i for i, (rid, raw) in enumerate(zip(ids, raw_ids)) if not rid or "\n" in raw) + 1
+            raise Refused(f"row {row}: missing_id")
+        if len(set(ids)) != len(ids):
+            raise Refused("duplicate_id")
+        # Non-UTF-8 bytes never get here (pandas decodes strictly), so only the size is checked.
+        for name, cells in [("id", raw_ids), *columns.items()]:
+            if max(map(len, cells), default=0) > max_cell_chars:
+                raise Refused(f"cell_too_large in column '{name}'")
+        turns = [_turns_column(columns.pop(c), c) for c in TEXT_COLUMNS]
+        n = len(ids)
+        labels: list = [(None, None)] * n
+        if cols.has_labels:
+            labels = _each_row(lambda *raw: parse_winner(LABEL_NAMES, raw), *(columns[c] for c in LABEL_NAMES))
+        if cols.has_winner:
+            labels = [(label, None) for label in _each_row(parse_winner_word, columns[WINNER_COLUMN])]
+        languages = _each_row(parse_language, columns["language"]) if cols.has_language else [None] * n
+        teachers = (_each_row(lambda *raw: parse_teacher(raw), *(columns[c] for c in TEACHER_NAMES))
+                    if cols.has_teacher else [None] * n)
+        optional = [c for c in ("model_a", "model_b", "source", *cols.extra_columns) if c in columns]
+        optional_cells = zip(*(columns[c] for c in optional)) if optional else repeat(())
+        return [to_record(rid, turn, label, target, teacher, language, dict(zip(optional, opt)).get,
+                          cols.extra_columns)
+                for rid, turn, (label, target), teacher, language, opt
+                in zip(ids, zip(*turns), labels, teachers, languages, optional_cells)]
+
+
+def _each_row(parse: Callable, *columns: list[str]) -> list:
+    """`parse` over the rows' cells; its first RowError becomes a Refused naming the row."""
+    try:
+        return list(map(parse, *columns))
+    except RowError:
+        for i, cells in enumerate(zip(*columns)):
+            try:
+                parse(*cells)
+            except RowError as e:
+                raise Refused(f"row {i + 1}: {e.reason}: {e.detail}") from None
+        raise
+
+
+def _turns_column(cells: list[str], column: str) -> list[list[str]]:
+    """`parse_turns` of every cell of a text column, by json's C scanner where a cell is
+    a plain list of strings (nearly all), by `parse_turns` itself for any other cell."""
+    values, odd = json_values(cells)
+    if odd or set(map(type, values)) - {list} or set(map(type, chain.from_iterable(values))) - {str}:
+        return _each_row(lambda value, cell: value if type(value) is list and all(type(t) is str for t in value)
+                         else parse_turns(cell, column), values, cells)
+    return values
 
 
 # --- JSONL pairwise shapes -------------------------------------------------------
@@ -339,11 +424,17 @@ def read_pairs(path: str | os.PathLike, *, max_cell_chars: int = DEFAULT_MAX_CEL
     p = Path(path)
     check_file(p)
     as_json = is_jsonl_path(p) or p.suffix.lower() == ".json"
+    result = ReadResult(path=str(p))
+    if not as_json:
+        try:  # a clean file reads at pandas' speed; any doubt, and the careful reader reads all of it
+            result.records, result.reader = fast_arena_records(p, max_cell_chars), "fast"
+            return result
+        except Refused as e:
+            result.fast_refused = str(e)
     it: Iterable = iter_pairs_jsonl(p, max_cell_chars) if as_json else iter_arena_csv(p, max_cell_chars)
     if progress:
         from tqdm.auto import tqdm
         it = tqdm(it, desc=f"read {p.name}", unit="row", mininterval=1.0)
-    result = ReadResult(path=str(p))
     for item in it:
         (result.quarantine if isinstance(item, Quarantined) else result.records).append(item)
     return result

@@ -12,7 +12,9 @@ non-UTF-8 or enormous and we quarantine exactly those rows; and when a quoted
 cell loses its closing quote, every parser (pandas included) swallows the rows
 after it into one field. `iter_csv_records` re-splits such a record at the
 physical line where a well-formed row starts again, so the damaged row is
-quarantined alone and the rows after it are read.
+quarantined alone and the rows after it are read. pandas reads a CSV only where
+none of this is needed: `fast_csv.py` lets it read a file it can verify clean
+and hands any other file, whole, to this careful reader.
 """
 from __future__ import annotations
 
