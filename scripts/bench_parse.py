@@ -44,7 +44,8 @@ def parse_arena(path: str) -> tuple[int, str]:
 def parse_careful(path: str) -> tuple[int, str]:
     from src.data.arena import iter_arena_csv
     from src.data.rows import DEFAULT_MAX_CELL_CHARS
-    return sum(1 for _ in iter_arena_csv(Path(path), DEFAULT_MAX_CELL_CHARS)), "careful"
+    items = list(iter_arena_csv(Path(path), DEFAULT_MAX_CELL_CHARS))  # kept, as read_pairs keeps them
+    return len(items), "careful"
 
 
 def parse_naive(path: str) -> tuple[int, str]:

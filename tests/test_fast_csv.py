@@ -187,6 +187,11 @@ def test_cell_too_large_refuses_and_the_careful_reader_quarantines_it(tmp_path):
     assert res.reader == "careful" and "cell_too_large" in res.fast_refused
     assert [(q.row, q.reason) for q in res.quarantine] == [(2, "cell_too_large")]
     assert read_pairs(p, max_cell_chars=600).reader == "fast"
+    body[1][2] = json.dumps(["\u00e9" * 300], ensure_ascii=False)  # 604 bytes of UTF-8, 304 characters
+    p.write_bytes(to_csv(HEADER, body))
+    assert_same_as_careful(p)  # at the default limit; and at 400, a limit in characters, not bytes:
+    res = read_pairs(p, max_cell_chars=400)
+    assert res.reader == "fast" and res.records[1].response_a == ["\u00e9" * 300]
 
 
 # --- any damage: the fast path or the careful reader, never a third answer ------------------

@@ -261,7 +261,8 @@ def fast_arena_records(path: Path, max_cell_chars: int) -> list[PairRecord]:
         cols = arena_columns(path, f)
     with open_text(path) as f:
         header_line = f.readline()
-    columns = read_string_columns(path, cols.header, cols.delimiter, header_line, TEXT_COLUMNS)
+    # check_cells' checks: a non-UTF-8 byte stops pandas (strict decoding), a long cell stops this
+    columns = read_string_columns(path, cols.header, cols.delimiter, header_line, TEXT_COLUMNS, max_cell_chars)
     with gc_paused():
         raw_ids = columns.pop("id")
         ids = [c.strip() for c in raw_ids]
@@ -270,10 +271,6 @@ def fast_arena_records(path: Path, max_cell_chars: int) -> list[PairRecord]:
             raise Refused(f"row {row}: missing_id")
         if len(set(ids)) != len(ids):
             raise Refused("duplicate_id")
-        # Non-UTF-8 bytes never get here (pandas decodes strictly), so only the size is checked.
-        for name, cells in [("id", raw_ids), *columns.items()]:
-            if max(map(len, cells), default=0) > max_cell_chars:
-                raise Refused(f"cell_too_large in column '{name}'")
         turns = [_turns_column(columns.pop(c), c) for c in TEXT_COLUMNS]
         n = len(ids)
         labels: list = [(None, None)] * n

@@ -84,9 +84,10 @@ def newline_bytes(path: Path) -> tuple[int, bool]:
 
 
 def read_string_columns(path: Path, header: Sequence[str], delimiter: str, header_line: str,
-                        text_columns: Sequence[str] = ()) -> dict[str, list[str]]:
+                        text_columns: Sequence[str] = (), max_chars: int = 2**62) -> dict[str, list[str]]:
     """Every column of the CSV at `path` as a list of the exact cell strings, through
-    pandas' C parser; raises Refused when the careful reader could read the file differently.
+    pandas' C parser; raises Refused when the careful reader could read the file differently,
+    or when a cell has more than `max_chars` characters.
 
     `header` is the header as the caller parsed it (its names are used as given) and
     `header_line` its physical line. `text_columns` (the long ones) are left to pandas'
@@ -116,12 +117,24 @@ def read_string_columns(path: Path, header: Sequence[str], delimiter: str, heade
         raise Refused(f"the file has {newlines:,} line breaks, the parse accounts for {expected:,}")
     columns = {}
     for c in header:
+        longest = _longest_utf8(df[c])
         cells = df[c].tolist()
         if set(map(type, cells)) - {str}:
             raise Refused(f"column '{c}' did not parse as text")
+        if (longest is None or longest > max_chars) and max(map(len, cells), default=0) > max_chars:
+            raise Refused(f"cell_too_large: a cell of column '{c}' has more than {max_chars:,} characters")
         columns[c] = cells
         del df[c]  # its Arrow copy is no longer needed: keeps the peak near one copy of the text
     return columns
+
+
+def _longest_utf8(series: pd.Series) -> int | None:
+    """Bytes of the longest cell when Arrow holds the column (read from its offsets, not its
+    text; never fewer than the cell's characters), else None."""
+    if getattr(series.dtype, "storage", None) != "pyarrow":
+        return None
+    import pyarrow.compute as pc  # present whenever pandas stores strings in Arrow
+    return pc.max(pc.binary_length(series.array.__arrow_array__())).as_py() or 0
 
 
 def json_values(cells: Sequence[str]) -> tuple[list[Any], list[int]]:
