@@ -134,6 +134,8 @@ def _damaged(kind: str) -> bytes:
         lines[2] = lines[2].replace(b"[", b"{", 1)
     elif kind == "lone_cr":  # a record ended by \r alone: both parsers agree, the newline count does not
         lines[2] = lines[2] + b"\r" + lines.pop(3)
+    elif kind == "numeric_text_column":  # pandas infers numbers: their exact text is gone
+        lines[1:-1] = [line.replace(b'"[""q ', b'"', 1).replace(b'""]"', b'"', 1) for line in lines[1:-1]]
     elif kind == "quoted_header":
         lines[0] = lines[0].replace(b"source", b'"source"')
     return b"\r\n".join(lines)
@@ -142,7 +144,8 @@ def _damaged(kind: str) -> bytes:
 REFUSALS = {"unclosed_quote": "", "non_utf8": "UnicodeDecodeError", "short_row": "last cell is empty",
             "long_first_row": "ParserWarning", "long_later_row": "ParserError", "blank_line": "last cell is empty",
             "whitespace_line": "last cell is empty", "duplicate_id": "duplicate_id", "invalid_json": "invalid_json",
-            "lone_cr": "line breaks", "quoted_header": "header line holds a quote"}
+            "lone_cr": "line breaks", "quoted_header": "header line holds a quote",
+            "numeric_text_column": "did not parse as text"}
 
 
 @pytest.mark.parametrize("kind", sorted(REFUSALS))

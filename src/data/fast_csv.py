@@ -107,6 +107,9 @@ def read_string_columns(path: Path, header: Sequence[str], delimiter: str, heade
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.ParserWarning,
             pd.errors.DtypeWarning) as e:
         raise Refused(f"pandas: {type(e).__name__}: {str(e).strip().splitlines()[0][:200]}") from None
+    for c in header:  # a text column of numbers is inferred as numbers: no exact text to give back
+        if not pd.api.types.is_string_dtype(df[c]):
+            raise Refused(f"column '{c}' did not parse as text ({df[c].dtype})")
     if len(df) and header and (df[header[-1]] == "").any():
         row = int(np.flatnonzero((df[header[-1]] == "").to_numpy())[0]) + 1
         raise Refused(f"row {row}: the last cell is empty (a short or blank row pandas padded)")
