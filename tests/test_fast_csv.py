@@ -266,6 +266,20 @@ def test_json_values_is_json_loads_or_names_the_cell(cells):
         assert values[i] == json.loads(cell)
 
 
+@given(cells=st.lists(st.one_of(JSONISH, st.lists(st.text(max_size=5), max_size=3).map(json.dumps)), max_size=12))
+def test_string_lists_is_parse_turns_of_every_cell_or_refuses(cells):
+    from src.data.arena import parse_turns
+    from src.data.fast_csv import Refused, string_lists
+    from src.data.rows import RowError
+    try:
+        expected = [parse_turns(c, "prompt") for c in cells]
+    except RowError as e:
+        with pytest.raises(Refused, match=e.reason):
+            string_lists(cells, lambda cell: parse_turns(cell, "prompt"))
+        return
+    assert string_lists(cells, lambda cell: parse_turns(cell, "prompt")) == expected
+
+
 def test_newline_bytes_counts_the_raw_file(tmp_path):
     p = tmp_path / "f"
     for data, expected in [(b"", (0, False)), (b"a\nb", (1, False)), (b'a\r\n"b\nc"\n', (3, True))]:

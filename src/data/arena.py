@@ -30,11 +30,12 @@ import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
+from itertools import repeat
 from pathlib import Path
-from itertools import chain, repeat
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from .fast_csv import Refused, gc_paused, json_values, read_string_columns
+from .fast_csv import Refused, each_row, gc_paused, read_string_columns, string_lists
 from .records import LABEL_NAMES, PairRecord, response_counts
 from .targets import TEACHER_NAMES, label_kinds, parse_teacher, parse_winner
 from .tasks import BINARY_HEADER
@@ -271,15 +272,15 @@ def fast_arena_records(path: Path, max_cell_chars: int) -> list[PairRecord]:
             raise Refused(f"row {row}: missing_id")
         if len(set(ids)) != len(ids):
             raise Refused("duplicate_id")
-        turns = [_turns_column(columns.pop(c), c) for c in TEXT_COLUMNS]
+        turns = [string_lists(columns.pop(c), partial(parse_turns, column=c)) for c in TEXT_COLUMNS]
         n = len(ids)
         labels: list = [(None, None)] * n
         if cols.has_labels:
-            labels = _each_row(lambda *raw: parse_winner(LABEL_NAMES, raw), *(columns[c] for c in LABEL_NAMES))
+            labels = each_row(lambda *raw: parse_winner(LABEL_NAMES, raw), *(columns[c] for c in LABEL_NAMES))
         if cols.has_winner:
-            labels = [(label, None) for label in _each_row(parse_winner_word, columns[WINNER_COLUMN])]
-        languages = _each_row(parse_language, columns["language"]) if cols.has_language else [None] * n
-        teachers = (_each_row(lambda *raw: parse_teacher(raw), *(columns[c] for c in TEACHER_NAMES))
+            labels = [(label, None) for label in each_row(parse_winner_word, columns[WINNER_COLUMN])]
+        languages = each_row(parse_language, columns["language"]) if cols.has_language else [None] * n
+        teachers = (each_row(lambda *raw: parse_teacher(raw), *(columns[c] for c in TEACHER_NAMES))
                     if cols.has_teacher else [None] * n)
         optional = [c for c in ("model_a", "model_b", "source", *cols.extra_columns) if c in columns]
         optional_cells = zip(*(columns[c] for c in optional)) if optional else repeat(())
@@ -287,29 +288,6 @@ def fast_arena_records(path: Path, max_cell_chars: int) -> list[PairRecord]:
                           cols.extra_columns)
                 for rid, turn, (label, target), teacher, language, opt
                 in zip(ids, zip(*turns), labels, teachers, languages, optional_cells)]
-
-
-def _each_row(parse: Callable, *columns: list[str]) -> list:
-    """`parse` over the rows' cells; its first RowError becomes a Refused naming the row."""
-    try:
-        return list(map(parse, *columns))
-    except RowError:
-        for i, cells in enumerate(zip(*columns)):
-            try:
-                parse(*cells)
-            except RowError as e:
-                raise Refused(f"row {i + 1}: {e.reason}: {e.detail}") from None
-        raise
-
-
-def _turns_column(cells: list[str], column: str) -> list[list[str]]:
-    """`parse_turns` of every cell of a text column, by json's C scanner where a cell is
-    a plain list of strings (nearly all), by `parse_turns` itself for any other cell."""
-    values, odd = json_values(cells)
-    if odd or set(map(type, values)) - {list} or set(map(type, chain.from_iterable(values))) - {str}:
-        return _each_row(lambda value, cell: value if type(value) is list and all(type(t) is str for t in value)
-                         else parse_turns(cell, column), values, cells)
-    return values
 
 
 # --- JSONL pairwise shapes -------------------------------------------------------

@@ -36,13 +36,16 @@ import gc
 import json
 import mmap
 import warnings
+from bisect import bisect_right
 from contextlib import contextmanager
-from itertools import repeat
+from itertools import accumulate, chain, repeat
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
+
+from .rows import RowError
 
 _CHUNK = 1 << 22  # bytes per newline-count step: a 4 MiB temporary, not one the size of the file
 _SCAN = json.JSONDecoder().scan_once  # json's C scanner: one value from an index, as json.loads does
@@ -160,6 +163,40 @@ def json_values(cells: Sequence[str]) -> tuple[list[Any], list[int]]:
     for i in odd:
         values[i] = None
     return values, odd
+
+
+def string_lists(cells: Sequence[str], reparse: Callable[[str], list[str]]) -> list[list[str]]:
+    """Each cell as a JSON list of strings, by json's C scanner; a cell that is anything
+    else (`[null]`, a bare string, an error) goes to `reparse`, and its RowError becomes a
+    Refused naming the row. Those rows are found without a Python-level test of every row
+    (a real column has a few). Call under gc_paused."""
+    values, odd = json_values(cells)
+    redo = set(odd)
+    if set(map(type, values)) - {list}:
+        redo.update(i for i, v in enumerate(values) if type(v) is not list)
+    lists = [() if i in redo else v for i, v in enumerate(values)] if redo else values
+    if set(map(type, chain.from_iterable(lists))) - {str}:  # some turn is not a string: in which rows?
+        ends = list(accumulate(map(len, lists)))
+        redo.update(bisect_right(ends, j) for j, t in enumerate(map(type, chain.from_iterable(lists))) if t is not str)
+    for i in sorted(redo):
+        try:
+            values[i] = reparse(cells[i])
+        except RowError as e:
+            raise Refused(f"row {i + 1}: {e.reason}: {e.detail}") from None
+    return values
+
+
+def each_row(parse: Callable, *columns: Sequence[str]) -> list:
+    """`parse` over the rows' cells; its first RowError becomes a Refused naming the row."""
+    try:
+        return list(map(parse, *columns))
+    except RowError:
+        for i, cells in enumerate(zip(*columns)):
+            try:
+                parse(*cells)
+            except RowError as e:
+                raise Refused(f"row {i + 1}: {e.reason}: {e.detail}") from None
+        raise
 
 
 def _scan_alone(cell: str) -> tuple[Any, int]:
