@@ -223,6 +223,23 @@ def test_empty_and_identical_responses_are_kept_and_counted(tmp_path):
     assert res.report()["responses"] == {"empty_a": 2, "empty_b": 2, "identical": 2}
 
 
+WORDS = st.lists(st.sampled_from(["a", "b", "ab", "é", "", " ", "  ", "\n", "\t", "\u3000", "\x1c", "x" * 70]),
+                 max_size=12).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(a=st.lists(WORDS, max_size=3), b=st.lists(WORDS, max_size=3), share=st.booleans())
+def test_same_and_empty_responses_keep_their_definitions(a, b, share):
+    """The report's checks are short-cut for speed (first characters, the words of a head);
+    they must still mean: equal with whitespace runs made one space; nothing but whitespace."""
+    from src.data.records import PairRecord, is_empty_response, same_responses
+    if share:  # the same words, spaced differently: the case the short cuts must not miss
+        b = [" \n ".join(t.split()) + " " for t in a]
+    record = PairRecord(id="1", prompt=["q"], response_a=a, response_b=b)
+    assert same_responses(record) == ([" ".join(t.split()) for t in a] == [" ".join(t.split()) for t in b])
+    assert is_empty_response(a) == (not any(t.strip() for t in a))
+
+
 def test_tsv_named_csv_is_read_with_tabs(tmp_path):
     p = tmp_path / "t.csv"
     p.write_text("id\tprompt\tresponse_a\tresponse_b\n1\t[\"q\"]\t[\"a\"]\t[\"b\"]\n")

@@ -41,13 +41,33 @@ class PairRecord:
 
 def is_empty_response(turns: list[str]) -> bool:
     """`[null]`, `[]`, `[""]` or only blank turns: nothing was answered."""
-    return not any(t.strip() for t in turns)
+    # t.strip() would copy every answer; isspace() stops at the first visible character
+    return not any(t and not t.isspace() for t in turns)
 
 
 def same_responses(record: PairRecord) -> bool:
     """Both sides say the same thing (whitespace aside): the vote can only be taste or noise,
     so such rows lean to a tie; counted in the data report."""
-    return [" ".join(t.split()) for t in record.response_a] == [" ".join(t.split()) for t in record.response_b]
+    a, b = record.response_a, record.response_b
+    return len(a) == len(b) and all(map(_same_words, a, b))
+
+
+_HEAD_CHARS = 64
+
+
+def _same_words(t: str, u: str) -> bool:
+    """t.split() == u.split(), i.e. equal with runs of whitespace made one space. Splitting
+    every answer made the data report cost more than reading the file, and two different
+    answers nearly always differ in their first words: the whole words of each text's first
+    256 characters are a prefix of its words, so where those prefixes disagree the texts do."""
+    if t == u:
+        return True
+    first_t, first_u = t[:1], u[:1]
+    if first_t != first_u and not first_t.isspace() and not first_u.isspace():
+        return False  # their first visible characters differ (or one text is empty)
+    head_t, head_u = t[:_HEAD_CHARS].split()[:-1], u[:_HEAD_CHARS].split()[:-1]  # the last may be cut
+    k = min(len(head_t), len(head_u))
+    return head_t[:k] == head_u[:k] and t.split() == u.split()
 
 
 def response_counts(records: list[PairRecord]) -> dict[str, int]:
