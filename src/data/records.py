@@ -59,7 +59,7 @@ def _same_words(t: str, u: str) -> bool:
     """t.split() == u.split(), i.e. equal with runs of whitespace made one space. Splitting
     every answer made the data report cost more than reading the file, and two different
     answers nearly always differ in their first words: the whole words of each text's first
-    256 characters are a prefix of its words, so where those prefixes disagree the texts do."""
+    _HEAD_CHARS characters are a prefix of its words, so where those prefixes disagree the texts do."""
     if t == u:
         return True
     first_t, first_u = t[:1], u[:1]
