@@ -49,6 +49,7 @@ from ..files import atomic_dir, recover_dir, truncate_jsonl
 from .checkpoint import LastCheckpoint
 from .interrupt import StopRequests, TrainingInterrupted
 from .rundir import RunDir
+from .memory import heap_releaser
 from .runlog import RunLog, count_step, throughput, train_record
 from .settings import TrainSettings
 
@@ -337,6 +338,7 @@ def train(cfg: TrainSettings, task: Task, model: torch.nn.Module, run_dir: Path,
         last.save(model, optimizer, scheduler, progress.__dict__, keep_optimizer=not finished or cfg.keep_last)
 
     evaluate = Evaluator(task, accelerator, rd.best, log, trial_hook, per_epoch)
+    release_heap = heap_releaser(str(accelerator.device)) if cfg.release_memory else None
 
     model.train()
     steps_this_run, start_step = 0, progress.step
@@ -374,6 +376,8 @@ def train(cfg: TrainSettings, task: Task, model: torch.nn.Module, run_dir: Path,
                         raise NonFiniteLossError(f"{progress.bad_steps} non-finite steps: stopping "
                                                  "(lower the lr or use fp32)")
                 optimizer.zero_grad(set_to_none=True)
+                if release_heap:  # inside the timed step: its cost shows in the throughput
+                    release_heap()
                 progress.step += 1
                 steps_this_run += 1
                 progress.batch_in_epoch += len(window)

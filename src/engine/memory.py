@@ -9,6 +9,7 @@ attention probabilities (the MiniLM default job: 5.9 GiB peak without recomputat
 """
 from __future__ import annotations
 
+import ctypes
 import os
 from typing import Any, Callable
 
@@ -84,3 +85,24 @@ def set_attention_dropout(model: Any, p: float) -> int:
         if isinstance(getattr(config, key, None), float):
             setattr(config, key, p)  # so a save/reload agrees with what trained
     return n
+
+
+def heap_releaser(device: str) -> Callable[[], None] | None:
+    """A call that hands freed heap pages back to the OS (glibc `malloc_trim`), for a CPU run
+    on Linux; None where it does not apply (a GPU run, another C library).
+
+    Why: PyTorch's CPU tensors come from malloc, and glibc keeps what a step frees inside
+    its heaps, where the next step's differently sized batch cannot always reuse it. The
+    MiniLM default job's RSS climbed from 1.4 to 2.7 GiB over 40 steps with the live tensors
+    constant at 263 MiB (counted through gc); trimming after each step kept it at 1.5 GiB,
+    and the peak over 60 steps fell from 3.25 to 2.57 GiB for ~8% more step time, measured
+    side by side on this repo's 2-core CPU box. A fixed low mmap threshold did less at a
+    higher cost (2.19 GiB, 50% slower), because every large tensor then pays its page faults."""
+    if torch.device(device).type != "cpu":
+        return None
+    try:
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return lambda: trim(0)
