@@ -118,7 +118,8 @@ def load_checkpoint(folder: str | os.PathLike, *, dtype: torch.dtype = torch.flo
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, trust_remote_code=remote)
         return model, tok, meta
     from peft import PeftModel
-    base_src = folder / "base" if (folder / "base").exists() else meta["base_model"]
+    # an alias (smollm2-135m-instruct) is the embedded model's cached folder, not a hub id
+    base_src = folder / "base" if (folder / "base").exists() else resolve(meta["base_model"])
     base = AutoModelForCausalLM.from_pretrained(base_src, dtype=dtype, trust_remote_code=remote)
     # The adapter was trained on the resized base: same rows, same (mean) initialisation.
     resize_embeddings(base, meta["tokenizer_len"], meta.get("embedding_multiple_of", 64))

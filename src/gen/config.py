@@ -46,6 +46,9 @@ class GenConfig:
     max_len: int = knob(512, "tokens per training example, EOS included", low=16,
                         why="below that an example is little more than its role tags")
     packing: bool = knob(False, "pack short examples into max_len rows (block-diagonal attention)")
+    distinct_pad: bool = knob(True, "add a pad token distinct from EOS when the tokenizer has pad == eos (its "
+                                    "embedding row mean-initialised); false keeps pad == eos, the logbooks' "
+                                    "pitfall, to measure it (padding is masked by position either way)")
     template: str = knob("plain", "plain (Pygmalion-style text) | chat_template (the tokenizer's) | auto",
                          choices=["plain", "chat_template", "auto"])
 

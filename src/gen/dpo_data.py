@@ -176,9 +176,10 @@ def load_dpo_data(cfg: Any) -> DPOData:
     for p in paths:
         if Path(p).is_dir():
             raise UsageError(f"--data {p}: a folder; DPO reads pairwise files (arena CSV / pairwise JSONL) directly")
-    tok_cfg = tokenize_config({"template": cfg.template, "max_len": cfg.max_len, "train_on": "last_bot"})
+    tok_cfg = tokenize_config({"template": cfg.template, "max_len": cfg.max_len, "train_on": "last_bot",
+                               "distinct_pad": cfg.distinct_pad})
     tok = load_tokenizer(cfg.model, chat_template=tok_cfg.template == "chat_template")
-    pad = ensure_pad_token(None, tok, tok_cfg.pad_token)
+    pad = ensure_pad_token(None, tok, tok_cfg.pad_token, distinct=tok_cfg.distinct_pad)
     train, val, report = prepare_pairs(paths, tok, tok_cfg, val_frac=cfg.val_frac, seed=cfg.seed,
                                        max_rows=cfg.max_rows, max_rows_pick=cfg.max_rows_pick)
     if not val:

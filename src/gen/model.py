@@ -120,7 +120,7 @@ def set_dropout(model: Any, p: float) -> None:
 def prepare_for_training(model: Any, tokenizer: Any, cfg: Any) -> tuple[Any, dict]:
     """Pad token + embedding rows, gradient checkpointing, LoRA or full. Returns (model, info)."""
     base_rows = model.get_input_embeddings().weight.shape[0]
-    info = ensure_pad_token(model, tokenizer)
+    info = ensure_pad_token(model, tokenizer, distinct=getattr(cfg, "distinct_pad", True))
     # Tokens whose rows the base never trained: added to the tokenizer beyond its base
     # vocabulary (a prepared tokenizer arrives with its pad token already added), or
     # beyond the base's rows. Trained special tokens counted here just train a bit more.
@@ -142,14 +142,21 @@ def prepare_for_training(model: Any, tokenizer: Any, cfg: Any) -> tuple[Any, dic
 
 # --- pad token and embeddings ------------------------------------------------------------------
 
-def ensure_pad_token(model: Any, tokenizer: Any, pad_token: str = "<|pad|>", multiple_of: int = 64) -> dict:
+def ensure_pad_token(model: Any, tokenizer: Any, pad_token: str = "<|pad|>", multiple_of: int = 64,
+                     distinct: bool = True) -> dict:
     """Give the tokenizer a pad token distinct from EOS (adding `pad_token` when it has
     none, or when pad == eos) and, when a model is given, size its embeddings to cover
     the tokenizer, rounded up to a multiple of 64 (tensor-core friendly). New rows get
     the mean embedding: random rows would put arbitrary mass on never-seen tokens.
-    Safe to call again (on the training side after loading a prepared tokenizer)."""
+    Safe to call again (on the training side after loading a prepared tokenizer).
+    `distinct=False` keeps pad == eos (a tokenizer without a pad token gets eos as pad):
+    only to measure that pitfall (GenConfig.distinct_pad); padding is masked by position,
+    so training still sees every real EOS label."""
     added = False
-    if tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+    if not distinct:
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+    elif tokenizer.pad_token_id is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
         tokenizer.add_special_tokens({"pad_token": pad_token})
         added = True
     info = {"pad_token": tokenizer.pad_token, "pad_token_id": tokenizer.pad_token_id,

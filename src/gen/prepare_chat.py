@@ -95,7 +95,7 @@ def prepare(cfg: PrepareChatConfig, out: str, overwrite: bool = False) -> dict:
     kept, filter_entries = apply_filters(episodes, cfg.filter_configs, cfg.seed, cfg.filter_order)
     train_eps, val_eps = split_by_group(kept, cfg.val_frac, cfg.seed)
     tok = load_tokenizer(cfg.tokenizer, chat_template=cfg.tok_cfg.template == "chat_template")
-    pad = ensure_pad_token(None, tok, cfg.tok_cfg.pad_token)
+    pad = ensure_pad_token(None, tok, cfg.tok_cfg.pad_token, distinct=cfg.tok_cfg.distinct_pad)
     train, train_rep = tokenize_episodes(train_eps, tok, cfg.tok_cfg)
     val, val_rep = tokenize_episodes(val_eps, tok, cfg.tok_cfg)
     if cfg.tok_cfg.packing:  # validation stays unpacked: per-example loss, comparable across runs

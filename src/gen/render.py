@@ -48,6 +48,8 @@ class TokenizeConfig:
                             choices=OVER_LENGTH)
     packing: bool = knob(False, "pack several short examples into one max_len row (no cross-attention via collate)")
     pad_token: str = knob("<|pad|>", "added when the tokenizer has no pad token or pad == eos")
+    distinct_pad: bool = knob(True, "add `pad_token` when pad == eos; false keeps pad == eos (train_gen sets it "
+                                    "from --distinct-pad)")
 
     def __post_init__(self) -> None:
         for name, allowed in (("template", TEMPLATES), ("labels", LABEL_MODES), ("over_length", OVER_LENGTH),

@@ -64,7 +64,8 @@ def prepare_config(cfg: GenConfig) -> Any:
     synthetic chats. Labels are always response-only: the CLM objective labels every
     token at load time, and the prompt/response boundary still picks the sample prompts."""
     from .prepare_chat import PrepareChatConfig
-    tok = {"template": cfg.template, "labels": "response_only", "max_len": cfg.max_len, "packing": cfg.packing}
+    tok = {"template": cfg.template, "labels": "response_only", "max_len": cfg.max_len, "packing": cfg.packing,
+           "distinct_pad": cfg.distinct_pad}
     base: dict[str, Any] = {"seed": cfg.seed, "val_frac": cfg.val_frac, "tokenizer": cfg.model}
     if not cfg.data:
         if cfg.model != "tiny":
@@ -80,6 +81,7 @@ def prepare_config(cfg: GenConfig) -> Any:
             raise RunError(f"{path}: tokenize.labels is {t['labels']!r}; --objective sft needs response_only "
                              "(or train with --objective clm)")
         t["labels"] = "response_only"
+        t["distinct_pad"] = cfg.distinct_pad  # one owner: --distinct-pad, so data and model agree
         return PrepareChatConfig(**{**d, "tokenizer": cfg.model, "tokenize": t})
     if path.suffix.lower() in RAW_SUFFIXES and path.is_file():
         spec = {"path": str(path), "max_rows": cfg.max_rows, "max_rows_pick": cfg.max_rows_pick, "seed": cfg.seed}
@@ -106,6 +108,9 @@ def load_data(cfg: GenConfig, run_dir: Path, accelerator: Any, resume: bool) -> 
         if "tiny" in (made_with, cfg.model):  # certainly different vocabularies
             raise RunError(f"{data.folder}: tokenised with {made_with!r}, but the model is {cfg.model!r}")
         accelerator.print(f"[data] note: tokenised with {made_with!r}, training {cfg.model!r} (same tokenizer?)")
+    if not cfg.distinct_pad and data.meta.get("pad_token_id") != data.meta.get("eos_token_id"):
+        raise RunError(f"{data.folder}: prepared with a pad token distinct from EOS; --distinct-pad false needs "
+                       "data prepared with tokenize.distinct_pad false (or a raw file / prepare YAML as --data)")
     if not data.train or not data.val:
         raise RunError(f"{data.folder}: {len(data.train)} train / {len(data.val)} val rows; need both "
                          "(more data or a larger --val-frac)")
