@@ -27,7 +27,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, GenCo
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--config", help="YAML of GenConfig fields (configs/gen/tiny_sft.yaml or a run's config.yaml)")
     ap.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    ap.add_argument("--overwrite", action="store_true", help="replace the run that --out already holds")
+    ap.add_argument("--overwrite", action="store_true", help="replace the run that --out already holds (with "
+                                                            "--merge: the merged folder)")
     kind = ap.add_mutually_exclusive_group()
     kind.add_argument("--lora", dest="finetune", action="store_const", const="lora", help="LoRA adapters (default)")
     kind.add_argument("--full", dest="finetune", action="store_const", const="full", help="full fine-tuning")
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             check_name(cfg.model)  # a typo ('tiy') is did-you-mean before torch/transformers/peft import
         from .gen.train import merge, run
         if cfg is None:
-            merge(args.merge, args.out)
+            merge(args.merge, args.out, overwrite=args.overwrite)
         else:
             run(cfg, resume=args.resume, overwrite=args.overwrite)
     return run_cli(body)

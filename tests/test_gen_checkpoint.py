@@ -78,3 +78,34 @@ def test_resume_state_found_when_a_save_was_cut_between_its_renames(tmp_path):
     last.rename(last.parent / f".{last.name}.old-1234abcd")  # killed after the first rename of a save
     assert not last.exists()
     assert K.has_resume_state(run_dir) and K.steps_done(run_dir) == 7
+
+
+@pytest.fixture()
+def lora_run(tmp_path):
+    """A tiny LoRA run dir (checkpoint/best with adapter and base), as train_gen writes it."""
+    from src.gen.model import apply_lora
+    from src.gen.config import GenConfig
+    tok = build_tiny_tokenizer()
+    base = load_base("tiny", tok)
+    ensure_pad_token(base, tok)
+    model = apply_lora(base, GenConfig(lora_r=2), [])
+    K.save_checkpoint(model, tok, K.best_dir(tmp_path / "run"), {"base_model": "tiny", "finetune": "lora"},
+                      base=model.get_base_model())
+    return tmp_path / "run"
+
+
+def test_merge_refuses_an_existing_merged_folder_unless_overwrite(lora_run, capsys):
+    from src.train_gen import main
+    assert main(["--merge", str(lora_run)]) == 0
+    merged = lora_run / "merged"
+    meta = merged / K.CHECKPOINT_META
+    meta.write_text(meta.read_text() + " ")  # a mark: was it replaced?
+    before = sorted(p.name for p in merged.iterdir())
+    capsys.readouterr()
+    assert main(["--merge", str(lora_run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "already exists" in err and "--overwrite" in err
+    assert sorted(p.name for p in merged.iterdir()) == before and meta.read_text().endswith(" ")
+    assert main(["--merge", str(lora_run), "--overwrite"]) == 0
+    assert not meta.read_text().endswith(" ")  # replaced by a fresh merge
+    assert K.load_checkpoint(merged)[2]["finetune"] == "full"

@@ -323,10 +323,14 @@ def _run(cfg: GenConfig, rd: RunDir, resume: bool, started, dpo) -> dict:
     return metrics
 
 
-def merge(run: str, out: str | None = None) -> Path:
-    """`python -m src.train_gen --merge RUN`: LoRA folded into its base, in RUN/merged."""
+def merge(run: str, out: str | None = None, overwrite: bool = False) -> Path:
+    """`python -m src.train_gen --merge RUN`: LoRA folded into its base, in RUN/merged. An
+    existing target is refused before anything loads unless `overwrite` (a merged model
+    may be what a user deployed; replacing it must be asked for)."""
     from .checkpoint import merge_checkpoint
     target = Path(out) if out else RunDir(run).merged
+    if target.exists() and not overwrite:
+        raise RunError(f"{target} already exists (an earlier merge?); add --overwrite to replace it")
     try:
         path = merge_checkpoint(run, target)
     except ValueError as e:  # a full fine-tune: nothing to merge
