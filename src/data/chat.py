@@ -319,7 +319,9 @@ def detect_format(path: Path) -> str:
 
 # --- pairs -> episodes ---------------------------------------------------------------
 
-def _interleave(users: list[str], bots: list[str]) -> list[Turn]:
+def interleave_turns(users: list[str], bots: list[str]) -> list[Turn]:
+    """A pair's prompt turns and one side's responses as alternating user/bot turns (the SFT
+    episodes here and DPO's chosen/rejected episodes in src/gen/dpo_data.py share it)."""
     turns = []
     for i in range(max(len(users), len(bots))):
         if i < len(users):
@@ -329,7 +331,8 @@ def _interleave(users: list[str], bots: list[str]) -> list[Turn]:
     return turns
 
 
-def _pair_group(record: PairRecord) -> str:
+def pair_group_id(record: PairRecord) -> str:
+    """The split group of a pair's episodes (SFT here, DPO in src/gen/dpo_data.py)."""
     # The same prompt appears many times in arena data: its episodes must not straddle the split.
     from .split import prompt_group
     return f"pair:{prompt_group(record)}"
@@ -348,7 +351,7 @@ def episodes_from_pair(record: PairRecord, spec: InputSpec) -> list[ChatEpisode]
     if record.label is None:
         raise _Skip("unlabelled")
     base = dict(persona="", scenario="", bot_name=spec.bot_name or None, user_name=spec.user_name or None,
-                source=record.source or spec.source, group_id=_pair_group(record))
+                source=record.source or spec.source, group_id=pair_group_id(record))
     rid = f"{spec.name}:{record.id}"
     out: list[ChatEpisode] = []
     if spec.pair_mode in ("sft", "both"):
@@ -357,15 +360,15 @@ def episodes_from_pair(record: PairRecord, spec: InputSpec) -> list[ChatEpisode]
                      "skip": []}[spec.tie_policy]
             for s in sides:
                 resp = record.response_a if s == "a" else record.response_b
-                out.append(ChatEpisode(id=f"{rid}:{s}", turns=_interleave(record.prompt, resp), **base))
+                out.append(ChatEpisode(id=f"{rid}:{s}", turns=interleave_turns(record.prompt, resp), **base))
         else:
             winner = record.response_a if record.label == A_WINS else record.response_b
-            out.append(ChatEpisode(id=rid, turns=_interleave(record.prompt, winner), **base))
+            out.append(ChatEpisode(id=rid, turns=interleave_turns(record.prompt, winner), **base))
     if spec.pair_mode in ("coh", "both") and record.label in (A_WINS, B_WINS):
         win, lose = ((record.response_a, record.response_b) if record.label == A_WINS
                      else (record.response_b, record.response_a))
         if win and lose:
-            turns = _interleave(record.prompt, win)
+            turns = interleave_turns(record.prompt, win)
             last = max(i for i, t in enumerate(turns) if t.role == BOT)
             turns[last] = Turn(BOT, _coh_text(win[-1], lose[-1], spec, record.id))
             out.append(ChatEpisode(id=f"{rid}:coh", turns=turns, extra={"coh": True}, **base))

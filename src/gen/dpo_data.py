@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..data.arena import read_pairs
-from ..data.chat import BOT, ChatEpisode, _interleave, _pair_group
+from ..data.chat import BOT, ChatEpisode, interleave_turns, pair_group_id
 from ..data.filters import apply_filters, filter_config, FILTERS
 from ..data.records import A_WINS, B_WINS, TIE, is_empty_response
 from ..data.sources import limit_rows
@@ -53,10 +53,10 @@ def pair_episodes(record: Any, name: str) -> tuple[ChatEpisode, ChatEpisode] | s
         return "empty_reply"
     if [t.strip() for t in win] == [t.strip() for t in lose]:
         return "identical"
-    base = dict(persona="", scenario="", source=record.source or name, group_id=_pair_group(record))
+    base = dict(persona="", scenario="", source=record.source or name, group_id=pair_group_id(record))
     rid = f"{name}:{record.id}"
-    return (ChatEpisode(id=f"{rid}:chosen", turns=_interleave(record.prompt, win), **base),
-            ChatEpisode(id=f"{rid}:rejected", turns=_interleave(record.prompt, lose), **base))
+    return (ChatEpisode(id=f"{rid}:chosen", turns=interleave_turns(record.prompt, win), **base),
+            ChatEpisode(id=f"{rid}:rejected", turns=interleave_turns(record.prompt, lose), **base))
 
 
 def _as_row(ex: Any) -> dict:
