@@ -162,3 +162,23 @@ def test_generate_cli_prompt_and_chat(capsys, monkeypatch):
     lines = [ln for ln in capsys.readouterr().out.splitlines() if "Aiko: " in ln]
     assert len(lines) == 2
     assert main(["--run", "tiny", "--preset", "contrastive", "--prompt", "hi"]) == (0 if S.contrastive_supported() else 2)
+
+
+def test_batched_replies_equal_one_by_one_greedy(tiny):
+    """generate_batch left-pads prompts of different lengths: each greedy reply is the one
+    `generate` gives that prompt alone (the padding never leaks into a reply)."""
+    model, tok = tiny
+    prompts = [tok("Hello there, how are you today?")["input_ids"], tok("Hi")["input_ids"],
+               tok("Tell me about the old map in the attic, please.")["input_ids"]]
+    assert len({len(p) for p in prompts}) == 3
+    sc = S.sampling_config("greedy", max_new_tokens=12)
+    alone = [S.generate(model, tok, p, sc) for p in prompts]
+    batched = S.generate_batch(model, tok, prompts, sc, batch_size=3)
+    assert [g.token_ids for g in batched] == [g.token_ids for g in alone]
+    assert [g.stop_reason for g in batched] == [g.stop_reason for g in alone]
+    # sampled: same seed, same replies, whatever the batch split
+    sc = S.sampling_config("logbook-sft", max_new_tokens=8, seed=3)
+    assert [g.token_ids for g in S.generate_batch(model, tok, prompts, sc, batch_size=3)] == \
+        [g.token_ids for g in S.generate_batch(model, tok, prompts, sc, batch_size=3)]
+    with pytest.raises(ValueError, match="stop strings"):
+        S.generate_batch(model, tok, prompts, S.sampling_config("greedy", stop=["\nYou:"]))

@@ -186,7 +186,11 @@ def generate(model: Any, tokenizer: Any, prompt_ids: Sequence[int], sc: Sampling
     with torch.random.fork_rng(devices=devices):  # sampling never disturbs the caller's RNG (training)
         torch.manual_seed(sc.seed)
         out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True, **kw)
-    new = out[0, ids.shape[1]:].tolist()
+    return _reply(out[0, ids.shape[1]:].tolist(), tokenizer, sc, bot_name)
+
+
+def _reply(new: list[int], tokenizer: Any, sc: SamplingConfig, bot_name: str | None = None) -> Generation:
+    """The Generation of one row of new token ids (cut after its first EOS)."""
     eos = tokenizer.eos_token_id
     if eos in new:  # everything after EOS is padding
         new = new[:new.index(eos) + 1]
@@ -194,6 +198,40 @@ def generate(model: Any, tokenizer: Any, prompt_ids: Sequence[int], sc: Sampling
     text, stopped = cut_reply(raw, sc.stop, bot_name, at_length=len(new) >= sc.max_new_tokens)
     reason = "eos" if new and new[-1] == eos else "stop_string" if stopped else "length"
     return Generation(text, raw, new, reason)
+
+
+@torch.inference_mode()
+def generate_batch(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]], sc: SamplingConfig,
+                   batch_size: int = 16) -> list[Generation]:
+    """One reply to each prompt, `batch_size` prompts per `model.generate` call: many
+    prompts on a CPU cost a fraction of one call each. Prompts are left-padded and
+    generate takes position ids from the attention mask, so a reply does not depend on
+    its batch mates (up to float rounding). One seed for the whole call: two models
+    given the same prompts and seed draw from the same random stream (side-by-side
+    comparisons, scripts/measure_gen.py). Stop strings are not supported (a chat
+    template ends a reply with EOS); a plain-template run needs `generate`."""
+    if sc.stop:
+        raise ValueError("generate_batch stops at EOS only; use generate() for stop strings")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    kw = generate_kwargs(sc, tokenizer, model_vocab_rows(model))
+    out: list[Generation] = []
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(sc.seed)
+        for start in range(0, len(prompts), batch_size):
+            chunk = [list(p) for p in prompts[start:start + batch_size]]
+            width = max(len(p) for p in chunk)
+            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for i, p in enumerate(chunk):
+                ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
+                mask[i, width - len(p):] = 1
+            gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=True, **kw)
+            out += [_reply(row, tokenizer, sc) for row in gen[:, width:].tolist()]
+    return out
 
 
 # --- prompts within a context budget -------------------------------------------------------------
