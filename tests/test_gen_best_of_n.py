@@ -104,3 +104,39 @@ def test_best_of_n_cli_writes_all_k_with_scores_and_prints_the_argmax(tmp_path, 
     np.testing.assert_allclose(scores, want, atol=1e-5)
     assert main(argv) == 0  # without --json: the best reply alone
     assert capsys.readouterr().out.strip() == texts[int(np.argmax(scores))].strip()
+
+
+def _random_matrix(rng: np.random.Generator, k: int) -> np.ndarray:
+    pairs = [(i, j) for i in range(k) for j in range(i + 1, k)]
+    return B.matrix_from_pairs(k, pairs, rng.uniform(0, 1, len(pairs)))
+
+
+def test_win_matrix_is_antisymmetric_and_its_round_robin_is_judge_scores(monkeypatch):
+    import src.pref.inference.predict as P
+    monkeypatch.setattr(P, "predict_records", lambda judge, records, **kw: fake_predict(records))
+    replies = ["ok", "a longer reply here", "mid reply"]
+    w = B.win_matrix(object(), ["hi"], replies)
+    off = ~np.eye(3, dtype=bool)
+    np.testing.assert_allclose(w[off] + w.T[off], 1.0)
+    assert np.isnan(np.diag(w)).all()
+    np.testing.assert_allclose(B.round_robin(w), B.judge_scores(object(), ["hi"], replies))
+
+
+def test_chosen_vs_random_by_hand_and_invariants():
+    # K = 3, one prompt. The chooser likes reply 2 best (round robin 0.8, 0.3, ...).
+    chooser = B.matrix_from_pairs(3, [(0, 1), (0, 2), (1, 2)], [0.6, 0.2, 0.4])
+    scorer = B.matrix_from_pairs(3, [(0, 1), (0, 2), (1, 2)], [0.5, 0.7, 0.9])
+    assert int(np.argmax(B.round_robin(chooser))) == 2
+    r = B.chosen_vs_random([chooser], [scorer])
+    # the scorer's W[2, 0] = 0.3, W[2, 1] = 0.1: the chosen reply loses to both by the other judge
+    assert r["chosen_score"] == pytest.approx(0.2) and r["chosen_wins"] == 0.0 and r["prompts"] == 1
+    rng = np.random.default_rng(0)
+    mats = [_random_matrix(rng, 4) for _ in range(50)]
+    own = B.chosen_vs_random(mats, mats)
+    # judged by its own chooser the pick is the maximum round-robin score: never below a random pick's 0.5
+    assert own["chosen_score"] >= 0.5 and own["chosen_score_se"] > 0
+    indep = B.chosen_vs_random(mats, [_random_matrix(rng, 4) for _ in range(50)])
+    # an unrelated judge sees a pick no better than chance (within 3 standard errors)
+    assert abs(indep["chosen_score"] - 0.5) < 3 * indep["chosen_score_se"]
+    with pytest.raises(ValueError):
+        B.chosen_vs_random([], [])

@@ -63,23 +63,59 @@ def judge_scores(judge: Any, prompt: Sequence[str], replies: Sequence[str], refe
     k = len(replies)
     if reference is None and k < 2:
         raise UsageError("best-of-n without a reference reply needs at least 2 samples to compare")
-    prompt = list(prompt)
-    if reference is not None:
-        pairs = [(i, None) for i in range(k)]
-    else:  # swap-averaged predictions are mirror-exact: (j, i) is (i, j) reversed, so i < j suffices
-        pairs = list(itertools.combinations(range(k), 2))
-    records = [PairRecord(id=f"bon{n}", prompt=prompt, response_a=[replies[i]],
-                          response_b=[reference if j is None else replies[j]]) for n, (i, j) in enumerate(pairs)]
-    p_a = win_share(predict_records(judge, records, device=device, tta=True).probs)
-    if reference is not None:
-        return p_a
-    total, count = np.zeros(k), np.zeros(k)
+    if reference is None:
+        return round_robin(win_matrix(judge, prompt, replies, device=device))
+    records = [PairRecord(id=f"bon{i}", prompt=list(prompt), response_a=[r], response_b=[reference])
+               for i, r in enumerate(replies)]
+    return win_share(predict_records(judge, records, device=device, tta=True).probs)
+
+
+def matrix_from_pairs(k: int, pairs: Sequence[tuple[int, int]], p_a: Sequence[float]) -> np.ndarray:
+    """K x K win shares: W[i, j] = P(i beats j) + P(tie)/2, W[j, i] = 1 - W[i, j]; diagonal nan."""
+    w = np.full((k, k), np.nan)
     for (i, j), s in zip(pairs, p_a):
-        total[i] += s
-        total[j] += 1.0 - s
-        count[i] += 1
-        count[j] += 1
-    return total / count
+        w[i, j], w[j, i] = s, 1.0 - s
+    return w
+
+
+def win_matrix(judge: Any, prompt: Sequence[str], replies: Sequence[str], *, device: str = "auto") -> np.ndarray:
+    """Every pair of `replies` judged once, as a K x K win-share matrix. Swap-averaged
+    predictions are mirror-exact ((j, i) is (i, j) reversed), so i < j suffices."""
+    from ..pref.inference.predict import predict_records
+    pairs = list(itertools.combinations(range(len(replies)), 2))
+    records = [PairRecord(id=f"bon{n}", prompt=list(prompt), response_a=[replies[i]], response_b=[replies[j]])
+               for n, (i, j) in enumerate(pairs)]
+    return matrix_from_pairs(len(replies), pairs, win_share(predict_records(judge, records, device=device,
+                                                                            tta=True).probs))
+
+
+def round_robin(w: np.ndarray) -> np.ndarray:
+    """score_i = mean over j != i of W[i, j] (the best-of-n score)."""
+    return np.nanmean(w, axis=1)
+
+
+def chosen_vs_random(chooser: Sequence[np.ndarray], scorer: Sequence[np.ndarray]) -> dict[str, float]:
+    """How the reply `chooser` picks (argmax of its round-robin scores) fares by `scorer`, over
+    prompts (one K x K win matrix of each judge per prompt). Against one of the other K-1
+    replies drawn uniformly at random, in expectation (no draw: exact): `chosen_score` is the
+    mean win share, `chosen_wins` the share of such draws the chosen reply wins outright
+    (win share > 0.5). A reply picked uniformly at random scores 0.5 by symmetry, the figure
+    to compare with. Standard errors are over prompts. With scorer = chooser the figure is
+    biased upwards by construction (it is the chooser's own maximum)."""
+    per_score, per_wins = [], []
+    for wc, ws in zip(chooser, scorer):
+        c = int(np.argmax(round_robin(wc)))
+        others = np.delete(ws[c], c)
+        per_score.append(float(np.mean(others)))
+        per_wins.append(float(np.mean(others > 0.5)))
+    n = len(per_score)
+    if n == 0:
+        raise ValueError("chosen_vs_random needs at least one prompt")
+
+    def se(x: list[float]) -> float:
+        return float(np.std(x, ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+    return {"prompts": float(n), "chosen_score": float(np.mean(per_score)), "chosen_score_se": se(per_score),
+            "chosen_wins": float(np.mean(per_wins)), "chosen_wins_se": se(per_wins), "random_score": 0.5}
 
 
 @dataclass
