@@ -78,8 +78,8 @@ def judge_cmd(args: argparse.Namespace, fold: int, out: Path) -> list[str]:
 def removed_by_trimming(run: Path) -> tuple[int, int]:
     """(episodes the short-response filter dropped, episodes kept) from the run's data report."""
     rep = json.loads((run / "data" / "data_report.json").read_text())
-    e = next(x for x in rep["filters"] if x["filter"] == "short_response")
-    return e["in"] - e["out"], rep["totals"]["episodes_kept"]
+    e = next((x for x in rep["filters"] if x["filter"] == "short_response"), None)  # absent when disabled
+    return (e["in"] - e["out"] if e else 0), rep["totals"]["episodes_kept"]
 
 
 def main() -> int:
