@@ -32,8 +32,8 @@ import yaml  # noqa: E402
 
 from src.gen.best_of_n import chosen_vs_random, load_judge, win_matrix  # noqa: E402
 from src.gen.sampling import sampling_config  # noqa: E402
-from src.gen.side_by_side import (held_out_prompts, length_summary, prompt_texts, sample_replies,  # noqa: E402
-                                  share_se)
+from src.gen.side_by_side import (held_out_prompts, length_summary, paired_difference, prompt_texts,  # noqa: E402
+                                  sample_replies, share_se)
 
 MODEL = "smollm2-135m-instruct"
 
@@ -126,19 +126,27 @@ def main() -> int:
         walls_path.write_text(json.dumps(walls, indent=2) + "\n")
     results["wall_s"] = walls
 
-    rows = []
-    for name, (out, _, _) in sft.items():
+    rows, per_prompt = [], {}
+    named = ([("base", MODEL)] if sft else []) + [(name, str(out)) for name, (out, _, _) in sft.items()]
+    for name, run in named:  # the untrained model first: where both arms started
         t0 = time.time()
-        s = length_summary(sample_replies(str(out), prompts, sc), args.max_new_tokens)
-        m = json.loads((out / "metrics.json").read_text())
-        s.update(sample_wall_s=round(time.time() - t0, 1), steps=m.get("steps"), n_train=m["n_train"],
-                 eval_perplexity=m["eval_perplexity"], initial_eval_perplexity=m["initial_eval_perplexity"])
-        s["removed_by_trimming"], s["episodes_kept"] = removed_by_trimming(out)
-        results[name] = s
+        gens = sample_replies(run, prompts, sc)
+        s = length_summary(gens, args.max_new_tokens)
+        s["sample_wall_s"] = round(time.time() - t0, 1)
+        per_prompt[name] = ([float(len(g.token_ids)) for g in gens], [float(g.stop_reason == "eos") for g in gens])
+        train = "untrained | - | - | -"
+        if name != "base":
+            out = Path(run)
+            m = json.loads((out / "metrics.json").read_text())
+            s.update(steps=m.get("steps"), n_train=m["n_train"], eval_perplexity=m["eval_perplexity"],
+                     initial_eval_perplexity=m["initial_eval_perplexity"])
+            s["removed_by_trimming"], s["episodes_kept"] = removed_by_trimming(out)
+            train = (f"{s['n_train']} | {s['steps']} | {s['removed_by_trimming']} | "
+                     f"{s['initial_eval_perplexity']:.2f} -> {s['eval_perplexity']:.2f}")
+        results[name] = {**s, "replies": [{"prompt": p, "reply": g.text, "stop_reason": g.stop_reason,
+                                           "new_tokens": len(g.token_ids)} for p, g in zip(prompts, gens)]}
         n = len(prompts)
-        rows.append(f"| {name} | {s['n_train']} | {s['steps']} | {s['removed_by_trimming']} | "
-                    f"{s['initial_eval_perplexity']:.2f} -> {s['eval_perplexity']:.2f} | "
-                    f"{s['sample_reply_tokens_mean']:.1f} +- {s['sample_reply_tokens_se']:.1f} | "
+        rows.append(f"| {name} | {train} | {s['sample_reply_tokens_mean']:.1f} +- {s['sample_reply_tokens_se']:.1f} | "
                     f"{s['sample_eos_share']:.3f} +- {share_se(s['sample_eos_share'], n):.3f} | "
                     f"{s['sample_length_share']:.3f} | {s['sample_repeat_share']:.3f} |")
     if rows:
@@ -148,15 +156,25 @@ def main() -> int:
               "| EOS share +- se | at length limit | n-gram run |")
         print("|---|---|---|---|---|---|---|---|---|")
         print("\n".join(rows))
+        ref = per_prompt.get("trim_on")
+        for name in ("trim_off", "pad_eos"):  # paired by prompt: each differs from trim_on in one thing
+            if ref and name in per_prompt:
+                (dl, dl_se), (de, de_se) = (paired_difference(per_prompt[name][k], ref[k]) for k in (0, 1))
+                results[f"{name}_minus_trim_on"] = {"reply_tokens": [dl, dl_se], "eos_share": [de, de_se]}
+                print(f"{name} - trim_on, paired by prompt: reply tokens {dl:+.1f} +- {dl_se:.1f}, "
+                      f"EOS share {de:+.3f} +- {de_se:.3f}")
 
     if "5" in only:
         t0 = time.time()
         gens = sample_replies(MODEL, [p for p in prompts for _ in range(args.k)], sc)
         replies = [[g.text for g in gens[i * args.k:(i + 1) * args.k]] for i in range(len(prompts))]
+        t_sample = round(time.time() - t0, 1)
         judges = [load_judge(runs / f"judge_f{f}", device="cpu") for f in (0, 1)]
         mats = [[win_matrix(j, [p], r, device="cpu") for p, r in zip(prompts, replies)] for j in judges]
         by_own, by_other = chosen_vs_random(mats[0], mats[0]), chosen_vs_random(mats[0], mats[1])
-        results["best_of_k"] = {"by_chooser": by_own, "by_independent": by_other, "wall_s": round(time.time() - t0, 1),
+        results["best_of_k"] = {"by_chooser": by_own, "by_independent": by_other, "sample_wall_s": t_sample,
+                                "wall_s": round(time.time() - t0, 1), "replies": replies,
+                                "win_matrices": [[w.tolist() for w in ms] for ms in mats],
                                 "judge_val_log_loss": [json.loads((runs / f"judge_f{f}" / "metrics.json").read_text())
                                                        .get("val_log_loss") for f in (0, 1)]}
         print(f"\nbest-of-{args.k} ({MODEL}, {len(prompts)} prompts): chosen by judge 1 vs a random other reply")

@@ -55,3 +55,12 @@ def test_length_summary_by_hand():
     assert S.share_se(0.5, 4) == pytest.approx(0.25)
     with pytest.raises(ValueError):
         S.length_summary([], 4)
+
+
+def test_paired_difference_cancels_the_shared_prompt_effect():
+    a, b = [10.0, 50.0, 90.0], [8.0, 49.0, 87.0]
+    mean, se = S.paired_difference(a, b)
+    assert mean == pytest.approx(2.0) and se == pytest.approx(((0 + 1 + 1) / 2) ** 0.5 / 3 ** 0.5)
+    assert se < 1.0  # the unpaired means' errors (about 23 each) would hide the difference
+    with pytest.raises(ValueError):
+        S.paired_difference([1.0], [])

@@ -82,3 +82,14 @@ def length_summary(gens: Sequence[Generation], max_new_tokens: int) -> dict[str,
 def share_se(p: float, n: int) -> float:
     """Binomial standard error of a share p over n samples."""
     return math.sqrt(max(p * (1 - p), 0.0) / n) if n else float("nan")
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    """(mean of a - b, its standard error) over paired samples (the same prompt and seed
+    answered by two runs): the prompt's own difficulty cancels, so this is tighter than
+    comparing two means with their separate errors."""
+    if len(a) != len(b) or not a:
+        raise ValueError(f"paired_difference needs two equally long, non-empty lists (got {len(a)} and {len(b)})")
+    d = [x - y for x, y in zip(a, b)]
+    return statistics.fmean(d), (statistics.stdev(d) / math.sqrt(len(d)) if len(d) > 1 else float("nan"))
+
