@@ -88,7 +88,7 @@ def main() -> int:
     ap.add_argument("--runs", required=True, help="folder for every run dir (outside the repo)")
     ap.add_argument("--data", default="../shared/data/real_pairs_dev.csv")
     ap.add_argument("--prompts", default="../shared/data/real_pool_unlabeled.csv")
-    ap.add_argument("--n-prompts", type=int, default=32)
+    ap.add_argument("--n-prompts", type=int, default=96, help="held-out prompts (the README's figures: 96)")
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--rows", type=int, default=300, help="SFT: rows of --data (whole prompt groups, seeded)")
     ap.add_argument("--max-len", type=int, default=256)
