@@ -24,11 +24,18 @@ def _prepare(tmp: Path, distinct: bool) -> Path:
     return out
 
 
-def test_prepared_data_keeps_pad_equal_eos_only_when_asked(tmp_path):
-    kept = load_tokenized(_prepare(tmp_path, False))
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> dict[bool, Path]:
+    """Tiny synthetic chats prepared with and without a distinct pad token (once per module)."""
+    tmp = tmp_path_factory.mktemp("pad")
+    return {d: _prepare(tmp, d) for d in (True, False)}
+
+
+def test_prepared_data_keeps_pad_equal_eos_only_when_asked(prepared):
+    kept = load_tokenized(prepared[False])
     assert kept.meta["pad_token_id"] == kept.meta["eos_token_id"]
     assert kept.tokenizer().pad_token_id == kept.tokenizer().eos_token_id
-    default = load_tokenized(_prepare(tmp_path, True))
+    default = load_tokenized(prepared[True])
     assert default.meta["pad_token_id"] != default.meta["eos_token_id"]
 
 
@@ -39,17 +46,17 @@ def test_the_gen_flag_reaches_on_the_fly_preparation_over_a_yaml(tmp_path):
     assert prepare_config(GenConfig(data=str(y))).tok_cfg.distinct_pad is True
 
 
-def test_prepared_distinct_pad_data_is_refused_with_pad_equal_eos(tmp_path):
+def test_prepared_distinct_pad_data_is_refused_with_pad_equal_eos(tmp_path, prepared):
     class Acc:  # the one accelerator method load_data uses on prepared data
         is_main_process = True
 
         def print(self, *a):
             pass
-    data = _prepare(tmp_path, True)
+    data = prepared[True]
     with pytest.raises(RunError, match="distinct from EOS; --distinct-pad false"):
         load_data(GenConfig(data=str(data), distinct_pad=False), tmp_path / "run", Acc(), False)
     assert not (tmp_path / "run").exists()
-    assert load_data(GenConfig(data=str(_prepare(tmp_path, False)), distinct_pad=False), tmp_path / "run2",
+    assert load_data(GenConfig(data=str(prepared[False]), distinct_pad=False), tmp_path / "run2",
                      Acc(), False).train
 
 
