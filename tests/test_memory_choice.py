@@ -93,25 +93,30 @@ def test_cpu_free_memory_is_what_is_available_now_not_what_was_installed():
     assert free is not None and 0 < free <= total
 
 
-def _rss_mib() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-@pytest.mark.skipif(not os.path.exists("/proc/self/statm") or memory.heap_releaser("cpu") is None,
-                    reason="needs Linux /proc and glibc malloc_trim")
-def test_heap_releaser_hands_freed_heap_pages_back_that_free_alone_keeps():
+@pytest.mark.skipif(memory.heap_releaser("cpu") is None, reason="needs Linux /proc and glibc malloc_trim")
+def test_heap_releaser_hands_back_what_free_alone_keeps():
     # 64 KiB tensors come from the malloc heap (below glibc's mmap threshold); keeping the
     # last one pins the heap's top, so free() alone cannot shrink it: what a training step's
     # freed activations look like to the allocator
+    release = memory.heap_releaser("cpu", growth=0.0)
+    assert release() is False  # the first call only records the settled size
     chunks = [torch.ones(16384) for _ in range(3000)]  # ~190 MiB, pages touched
     keep = chunks[-1]
     del chunks
-    before = _rss_mib()
-    memory.heap_releaser("cpu")()
-    after = _rss_mib()
+    before = memory.resident_mib()
+    assert release() is True
+    after = memory.resident_mib()
     assert before - after > 100, (before, after)
     assert float(keep.sum()) == 16384  # live tensors are untouched
+
+
+@pytest.mark.skipif(memory.heap_releaser("cpu") is None, reason="needs Linux /proc and glibc malloc_trim")
+def test_heap_releaser_trims_only_past_the_growth_allowed_over_the_first_step(monkeypatch):
+    sizes = iter([1000.0, 1050.0, 1100.0, 1155.0, 1200.0])  # the first is heap_releaser's own probe
+    monkeypatch.setattr(memory, "resident_mib", lambda: next(sizes))
+    release = memory.heap_releaser("cpu", growth=0.10)
+    # settled at 1050 after the first step: 1100 and 1155 are inside the allowance, 1200 is past it
+    assert [release() for _ in range(4)] == [False, False, False, True]
 
 
 def test_heap_releaser_does_not_apply_to_accelerators():

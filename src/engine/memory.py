@@ -87,22 +87,48 @@ def set_attention_dropout(model: Any, p: float) -> int:
     return n
 
 
-def heap_releaser(device: str) -> Callable[[], None] | None:
-    """A call that hands freed heap pages back to the OS (glibc `malloc_trim`), for a CPU run
-    on Linux; None where it does not apply (a GPU run, another C library).
+HEAP_GROWTH = 0.10  # trim once RSS after a step exceeds the first step's by this share
+
+
+def resident_mib() -> float | None:
+    """This process's resident memory now (Linux /proc; None elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def heap_releaser(device: str, growth: float = HEAP_GROWTH) -> Callable[[], bool] | None:
+    """A call for after each optimizer step that hands freed heap pages back to the OS (glibc
+    `malloc_trim`) once the process has grown `growth` past its size after the first step, for
+    a CPU run on Linux; None where it does not apply (a GPU run, another C library). The call
+    says whether it trimmed.
 
     Why: PyTorch's CPU tensors come from malloc, and glibc keeps what a step frees inside
     its heaps, where the next step's differently sized batch cannot always reuse it. The
     MiniLM default job's RSS climbed from 1.4 to 2.7 GiB over 40 steps with the live tensors
-    constant at 263 MiB (counted through gc); trimming after each step kept it at 1.5 GiB,
-    and the peak over 60 steps fell from 3.25 to 2.57 GiB for ~8% more step time, measured
-    side by side on this repo's 2-core CPU box. A fixed low mmap threshold did less at a
-    higher cost (2.19 GiB, 50% slower), because every large tensor then pays its page faults."""
-    if torch.device(device).type != "cpu":
+    constant at 263 MiB (counted through gc), and a SmolLM2 LoRA run (no recomputation) from
+    11 to 14 GiB over 30 steps. Trimming after every step kept MiniLM at 1.5 GiB, but every
+    trimmed page is faulted in again by the next step (1 GiB/s on this repo's CPU box), so
+    the cost grows with the activations; trimming only on growth pays it rarely. A fixed low
+    mmap threshold did less at a higher cost (2.19 GiB, 50% slower)."""
+    if torch.device(device).type != "cpu" or resident_mib() is None:
         return None
     try:
         trim = ctypes.CDLL("libc.so.6").malloc_trim
     except (OSError, AttributeError):
         return None
     trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return lambda: trim(0)
+    settled: list[float] = []
+
+    def release() -> bool:
+        rss = resident_mib() or 0.0
+        if not settled:
+            settled.append(rss)  # the working set: model, optimizer state, one step's reusable heap
+            return False
+        if rss <= settled[0] * (1 + growth):
+            return False
+        trim(0)
+        return True
+    return release
