@@ -236,7 +236,8 @@ def bench_ours(records, args, tmp: Path) -> dict:
     from src.pref.task import PrefTask
     from src.pref.train import build
     cfg = PrefConfig(model="minilm", max_len=args.max_len, length_chunks=getattr(args, "chunks", 4), batch_size=args.batch_size, epochs=1, progress=False,
-                     stop_after_steps=args.steps, calibrate=False, out=str(tmp / "ours"), precision=args.precision)
+                     stop_after_steps=args.steps, calibrate=False, out=str(tmp / "ours"), precision=args.precision,
+                     gradient_checkpointing={"auto": None, "true": True, "false": False}[args.gradient_checkpointing])
     acc, choice = make_accelerator(cfg.train)
     model, tok = build(cfg)
     enc = encode_pairs(records, tok, arch="siamese", max_len=cfg.max_len, prompt_budget=cfg.prompt_budget)
@@ -375,6 +376,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--precision", default="auto")
+    ap.add_argument("--gradient-checkpointing", choices=["auto", "true", "false"], default="auto",
+                    help="minilm: ours with recomputation as the run's auto choice, forced on, or off [auto]")
     ap.add_argument("--padding-variants", action=argparse.BooleanOptionalAction, default=None,
                     help="decoders: also one length chunk and --padding-free [default: on for tiny-*, off for real "
                          "models, where each run costs minutes on a CPU]")

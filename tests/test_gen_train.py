@@ -55,6 +55,7 @@ def test_tiny_run_writes_the_run_dir_and_perplexity_falls(tmp_path, chat_data, o
     saved = json.loads((d / "metrics.json").read_text())
     assert {"eval_loss", "eval_perplexity", "train_tokens_per_s"} <= set(saved)
     assert saved["eval_perplexity"] < 0.25 * saved["initial_eval_perplexity"]
+    assert 100 < saved["peak_rss_mb"] < 64 * 1024  # both stages record the process's peak memory
     assert m["eval_perplexity"] == pytest.approx(np.exp(m["eval_loss"]))
     lines = [r for ln in (d / "metrics.jsonl").read_text().splitlines() if (r := json.loads(ln))["kind"] == "eval"]
     assert len(lines) >= 2 and lines[-1]["eval_perplexity"] < lines[0]["eval_perplexity"]

@@ -49,7 +49,7 @@ from ..files import atomic_dir, recover_dir, truncate_jsonl
 from .checkpoint import LastCheckpoint
 from .interrupt import StopRequests, TrainingInterrupted
 from .rundir import RunDir
-from .memory import heap_releaser
+from .memory import heap_releaser, peak_rss_mb
 from .runlog import RunLog, count_step, throughput, train_record
 from .settings import TrainSettings
 
@@ -473,7 +473,8 @@ def run_summary(progress: Progress, cfg: TrainSettings, lengths) -> dict[str, fl
     return {"best_step": progress.best_step, "steps": progress.step,
             "train_examples_per_s": t["examples_per_s"], "train_tokens_per_s": t["tokens_per_s"],
             "train_seconds": progress.train_seconds, "pad_fraction": t["pad_fraction"],
-            "planned_pad_fraction": pad_fraction(lengths, epoch_plan(cfg, lengths, 0))}
+            "planned_pad_fraction": pad_fraction(lengths, epoch_plan(cfg, lengths, 0)),
+            "peak_rss_mb": round(peak_rss_mb(), 1)}  # the process's, so it counts the final predictions too
 
 
 def _tracker_config(cfg: TrainSettings) -> dict:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import ctypes
 import os
+import resource
+import sys
 from typing import Any, Callable
 
 import torch
@@ -85,6 +87,12 @@ def set_attention_dropout(model: Any, p: float) -> int:
         if isinstance(getattr(config, key, None), float):
             setattr(config, key, p)  # so a save/reload agrees with what trained
     return n
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (MiB; Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
 HEAP_GROWTH = 0.10  # trim once RSS after a step exceeds the first step's by this share

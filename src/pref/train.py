@@ -13,8 +13,6 @@ metrics.json and the run summary give the process's peak resident memory.
 from __future__ import annotations
 
 import json
-import resource
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -127,12 +125,6 @@ def _uses_backbone_loader(cfg: PrefConfig) -> bool:
     return is_decoder_config(encoder_config(cfg.model, trust_remote_code=cfg.trust_remote_code))
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (MiB; Linux reports KiB, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
-
-
 def check_before_work(cfg: PrefConfig) -> None:
     """What can be refused from the config and the encoder's config alone (no data, no weights)."""
     from ..models.tiny import is_tiny_decoder
@@ -222,7 +214,6 @@ def train_split(cfg: PrefConfig, records: list[PairRecord], train_idx: list[int]
         "figures": _figures(bool(select_records)),
         # of --data's own training rows: extra (pseudo-labelled) sources do not move the baseline of the same val rows
         "val_log_loss_class_prior": _prior_log_loss(train_enc.targets[_primary(drawn, rows.source)], y),
-        "peak_rss_mb": round(peak_rss_mb(), 1),
     }
     metrics.update(_task_figures(cfg.task, val_records, probs, raw, y))
     fit_rows = (ab, ba, y)
