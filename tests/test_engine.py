@@ -292,9 +292,9 @@ def test_a_time_estimate_is_printed_once_after_the_first_timed_steps(tmp_path, c
 def test_a_cpu_run_releases_freed_heap_once_per_optimizer_step_unless_told_not_to(tmp_path, monkeypatch, release):
     import src.engine.loop as loop
     calls = []
-    monkeypatch.setattr(loop, "heap_releaser", lambda device: (lambda: calls.append(device)))
+    monkeypatch.setattr(loop, "heap_releaser", lambda device: (lambda force=False: calls.append((device, force))))
     cfg = _cfg(epochs=1, grad_accum=2, release_memory=release)
     acc, _ = make_accelerator(cfg)
     prog = train(cfg, ToyTask(), torch.nn.Linear(4, 1), tmp_path, acc)
     assert prog.step == 4  # 8 batches of 8 rows, 2 per optimizer step
-    assert calls == (["cpu"] * 4 if release else [])
+    assert calls == ([("cpu", False)] * 4 + [("cpu", False), ("cpu", True)] if release else [])  # steps, the epoch's eval, the end

@@ -122,3 +122,11 @@ def test_heap_releaser_trims_only_past_the_growth_allowed_over_the_first_step(mo
 def test_heap_releaser_does_not_apply_to_accelerators():
     assert memory.heap_releaser("cuda") is None
     assert memory.heap_releaser("xpu") is None
+
+
+@pytest.mark.skipif(memory.heap_releaser("cpu") is None, reason="needs Linux /proc and glibc malloc_trim")
+def test_a_forced_release_trims_whatever_the_growth(monkeypatch):
+    sizes = iter([1000.0, 1000.0, 900.0])
+    monkeypatch.setattr(memory, "resident_mib", lambda: next(sizes))
+    release = memory.heap_releaser("cpu", growth=0.10)
+    assert release(force=True) is True and release() is False  # force does not settle the size; this call does

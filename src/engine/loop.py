@@ -428,6 +428,8 @@ def train(cfg: TrainSettings, task: Task, model: torch.nn.Module, run_dir: Path,
                 progress.epoch += 1
                 progress.batch_in_epoch = 0
                 evaluate(model, progress, scheduler, ended)
+                if release_heap:  # an eval's batches are shaped unlike training's
+                    release_heap()
                 if cfg.early_stopping_patience and progress.evals_since_best >= cfg.early_stopping_patience:
                     accelerator.print(f"[early stop] no improvement in {cfg.early_stopping_patience} evals")
                     stop = True
@@ -435,6 +437,8 @@ def train(cfg: TrainSettings, task: Task, model: torch.nn.Module, run_dir: Path,
         progress.done = True
         save_last(finished=True)
     log.close()
+    if release_heap:  # what the stage does next (final predictions) allocates differently from training
+        release_heap(force=True)
     return progress
 
 

@@ -107,7 +107,7 @@ def resident_mib() -> float | None:
         return None
 
 
-def heap_releaser(device: str, growth: float = HEAP_GROWTH) -> Callable[[], bool] | None:
+def heap_releaser(device: str, growth: float = HEAP_GROWTH) -> Callable[..., bool] | None:
     """A call for after each optimizer step that hands freed heap pages back to the OS (glibc
     `malloc_trim`) once the process has grown `growth` past its size after the first step, for
     a CPU run on Linux; None where it does not apply (a GPU run, another C library). The call
@@ -130,12 +130,13 @@ def heap_releaser(device: str, growth: float = HEAP_GROWTH) -> Callable[[], bool
     trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
     settled: list[float] = []
 
-    def release() -> bool:
+    def release(force: bool = False) -> bool:
+        """force: trim now (training is over; what follows allocates differently)."""
         rss = resident_mib() or 0.0
-        if not settled:
+        if not settled and not force:
             settled.append(rss)  # the working set: model, optimizer state, one step's reusable heap
             return False
-        if rss <= settled[0] * (1 + growth):
+        if not force and rss <= settled[0] * (1 + growth):
             return False
         trim(0)
         return True
