@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -285,3 +286,15 @@ def test_newline_bytes_counts_the_raw_file(tmp_path):
     for data, expected in [(b"", (0, False)), (b"a\nb", (1, False)), (b'a\r\n"b\nc"\n', (3, True))]:
         p.write_bytes(data)
         assert newline_bytes(p) == expected
+
+
+def test_without_pandas_the_careful_reader_reads_the_file(tmp_path, monkeypatch):
+    # an exported predictor (src/pref/export.py) runs where pandas may be missing
+    path = tmp_path / "pairs.csv"
+    path.write_text('id,prompt,response_a,response_b\n1,"[""hi""]","[""a""]","[""b""]"\n2,"[""yo""]","[""c""]","[""d""]"\n')
+    with_pandas = read_pairs(path)
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    without = read_pairs(path)
+    assert with_pandas.reader == "fast" and without.reader == "careful"
+    assert "pandas is not installed" in without.fast_refused
+    assert without.records == with_pandas.records and not without.quarantine
