@@ -61,7 +61,8 @@ READERS = {"read_pairs": parse_arena, "careful": parse_careful, "naive_pandas": 
 
 
 def maxrss_mib() -> float:
-    # ru_maxrss is KiB on Linux, bytes on macOS
+    # ru_maxrss is KiB on Linux, bytes on macOS. Not src.engine.memory.peak_rss_mb: that module
+    # imports torch, whose ~0.3 GiB would land in every reader's peak and blur the comparison
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
 
