@@ -16,10 +16,10 @@ from src.pref.modeling.model import PrefModel
 SPEC = LoraSpec(r=2, alpha=4, dropout=0.0)
 
 
-def _model(name="tiny-llama", spec=SPEC, seed=0):
+def _model(name="tiny-llama", spec=SPEC, seed=0, head="mlp"):
     torch.manual_seed(seed)
     b = load_backbone(name, lora=spec, log=None)
-    m = PrefModel(b.model, arch="cross", pooling="mean", head_hidden=16, style=False, chunks=1)
+    m = PrefModel(b.model, arch="cross", pooling="mean", head_hidden=16, style=False, chunks=1, head=head)
     return m, b
 
 
@@ -28,9 +28,9 @@ def _batch(tok):
     return pad_sequences(rows, tok.pad_token_id)
 
 
-@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gemma2"])
-def test_checkpoint_is_adapter_and_head_and_reloads_identically(tmp_path, name):
-    m, b = _model(name)
+@pytest.mark.parametrize("name,head", [("tiny-llama", "mlp"), ("tiny-gemma2", "mlp"), ("tiny-llama", "linear")])
+def test_checkpoint_is_adapter_and_head_and_reloads_identically(tmp_path, name, head):
+    m, b = _model(name, head=head)
     with torch.no_grad():
         for n, p in m.named_parameters():
             if "lora_B" in n:
@@ -48,7 +48,7 @@ def test_checkpoint_is_adapter_and_head_and_reloads_identically(tmp_path, name):
 
     meta = ad.read_meta(tmp_path)
     b2 = ad.load_base_for(meta)
-    m2 = PrefModel(b2.model, arch="cross", pooling="mean", head_hidden=16, style=False, chunks=1)  # head random
+    m2 = PrefModel(b2.model, arch="cross", pooling="mean", head_hidden=16, style=False, chunks=1, head=head)  # head random
     ad.load_own_weights(m2, tmp_path / "model.safetensors")
     m2.eval()
     with torch.no_grad():
@@ -67,6 +67,9 @@ def test_adapter_of_another_shape_or_head_is_refused(tmp_path):
     other, _ = _model(spec=LoraSpec(r=2, alpha=4, dropout=0.0, targets=["q_proj"]))
     with pytest.raises(UsageError, match="does not match"):
         ad.load_own_weights(other, tmp_path / "w.safetensors")
+    linear, _ = _model(head="linear")  # an MLP head's weights do not load into a linear head
+    with pytest.raises(UsageError, match="does not match"):
+        ad.load_own_weights(linear, tmp_path / "w.safetensors")
 
 
 def test_merge_of_a_full_finetune_is_one_line_error():

@@ -112,3 +112,14 @@ def test_plan_cli_prints_and_exits_zero(capsys):
     out = capsys.readouterr().out
     assert "QLoRA nf4" in out and "A40 48 GB yes" in out and "T4 16 GB no" in out
     assert mp.main(["no-such-model"]) == 2
+
+
+@pytest.mark.parametrize("head", ["mlp", "linear"])
+def test_plan_counts_the_head_the_model_builds(tmp_path, head):
+    from transformers import AutoModel
+    from src.models.tiny import tiny_decoder_path
+    from src.pref.modeling.model import PrefModel
+    folder = tiny_decoder_path("tiny-llama", root=tmp_path)
+    p = mp.plan(mp.PlanInput(folder, lora=True, lora_r=4, precision="fp32", max_len=64, batch_size=2, head=head))
+    model = PrefModel(AutoModel.from_pretrained(folder), arch="cross", head=head)
+    assert p.head_params == sum(t.numel() for t in model.head.parameters())

@@ -120,13 +120,13 @@ def test_keep_last_keeps_the_final_turn_and_drops_early_history(tiny):
     assert "alpha" in first and "delta" not in first
 
 
-@pytest.mark.parametrize("arch", ["siamese", "cross"])
-def test_a_head_started_at_the_prior_predicts_the_prior_for_any_input_and_still_learns(tiny, arch):
+@pytest.mark.parametrize("arch,head", [("siamese", "mlp"), ("cross", "mlp"), ("siamese", "linear"), ("cross", "linear")])
+def test_a_head_started_at_the_prior_predicts_the_prior_for_any_input_and_still_learns(tiny, arch, head):
     """head_init prior: step 0 is the (A/B-shared) class prior on every row, whatever the
     backbone's scale; the output layer gets a gradient at once, so training moves it."""
     encoder, tok = tiny
     torch.manual_seed(0)
-    model = PrefModel(encoder, arch=arch, dropout=0.0)
+    model = PrefModel(encoder, arch=arch, dropout=0.0, head=head)
     model.start_at_prior([0.5, 0.3, 0.2])
     recs = _records(12)
     enc = encode_pairs(recs, tok, arch=arch, max_len=64, prompt_budget=16)
@@ -141,3 +141,24 @@ def test_a_head_started_at_the_prior_predicts_the_prior_for_any_input_and_still_
     loss, _ = task.loss(model, task.collate(list(range(4))))
     loss.backward()
     assert model.head[-1].weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("arch", ["siamese", "cross"])
+def test_the_linear_head_is_one_layer_over_the_mlp_heads_input_and_stays_swap_symmetric(tiny, arch):
+    """--head linear reads exactly what the MLP reads (pooled state + style) through a single
+    Linear to three logits; the swap average is still exact."""
+    encoder, tok = tiny
+    torch.manual_seed(0)
+    lin = PrefModel(encoder, arch=arch, dropout=0.0, head="linear").eval()
+    mlp = PrefModel(encoder, arch=arch, dropout=0.0, head="mlp")
+    layers = [m for m in lin.head if isinstance(m, torch.nn.Linear)]
+    assert len(layers) == 1 and (layers[0].in_features, layers[0].out_features) == (mlp.head_in, 3)
+    assert sum(p.numel() for p in lin.head.parameters()) == mlp.head_in * 3 + 3
+    recs = _records(16, seed=3)
+    kw = dict(arch=arch, max_len=64, prompt_budget=16)
+    enc, enc_sw = encode_pairs(recs, tok, **kw), encode_pairs([swap(r) for r in recs], tok, **kw)
+    p = average_probs(*(lambda o: (o.ab, o.ba))(predict_logits(lin, enc, device="cpu")))
+    p_sw = average_probs(*(lambda o: (o.ab, o.ba))(predict_logits(lin, enc_sw, device="cpu")))
+    np.testing.assert_allclose(p, swap_probs(p_sw), atol=1e-6)
+    with pytest.raises(ValueError, match="mlp, linear or lm"):
+        PrefModel(encoder, arch=arch, head="deep")

@@ -89,10 +89,12 @@ class PrefConfig:
                              "(every segment keeps its start and end around ' ... ', budgets in proportion to "
                              "segment lengths; pref/inputs/truncate.py)",
                      choices=["last", "first", "head_tail"])
-    head: str = knob("mlp", "mlp (a fresh classification head) | lm (decoders, --arch cross: the LM head's logits of "
+    head: str = knob("mlp", "mlp (a fresh classification head) | linear (one fresh Linear on the pooled state and style "
+                            "features, as transformers' *ForSequenceClassification `score`: fewer weights to overfit a "
+                            "few hundred rows) | lm (decoders, --arch cross: the LM head's logits of "
                             "the answer tokens A/B/tie after the judge prompt: rows at the base lr, a bias at --head-lr-mult; "
-                            "pref/modeling/lm_head.py)", choices=["mlp", "lm"])
-    head_hidden: int = knob(256, "hidden units of the head MLP", low=1)
+                            "pref/modeling/lm_head.py)", choices=["mlp", "linear", "lm"])
+    head_hidden: int = knob(256, "hidden units of the head MLP (--head mlp)", low=1)
     head_dropout: float = knob(0.1, "dropout in the head", low=0, high=1, high_open=True)
     head_init: str = knob("prior", "prior (the head's output layer starts at zero weights and the log class prior "
                                    "of the training rows, so step 0 predicts the prior and gradients move it from "

@@ -67,7 +67,11 @@ def load_own_weights(model: Any, path: Path) -> None:
     """Fill adapters + head from `path`; refuses a file whose keys do not all land."""
     from safetensors.torch import load_file
     state = load_file(str(path))
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # same key, other shape (an MLP head's weights into --head linear): torch raises
+        first = next((line.strip() for line in str(e).splitlines() if "size mismatch" in line), str(e).splitlines()[0])
+        raise UsageError(f"{path}: adapter checkpoint does not match the rebuilt model ({first})") from None
     not_base = [k for k in missing if not _is_base_key(k)]
     if unexpected or not_base:
         raise UsageError(f"{path}: adapter checkpoint does not match the rebuilt model "

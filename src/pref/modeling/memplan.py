@@ -63,6 +63,7 @@ class PlanInput:
     attn: str | None = None
     devices: int = 1                 # FSDP/ZeRO-3 shard count (full fine-tune); DDP replicates
     head_hidden: int = 256
+    head: str = "mlp"                # mlp | linear (the classifier head's shape)
     lora_dropout: float = 0.05
     inference: bool = False          # predict: no gradients, no optimizer, one layer's tensors alive
 
@@ -203,7 +204,7 @@ def plan(p: PlanInput, config=None, *, runtime_gib: float = RUNTIME_GIB) -> Plan
     linears = _linear_shapes(model, None)
     linear_params = sum(i * o for _, i, o in linears)
     head_in = (c.hidden_size if p.arch == "cross" else 4 * c.hidden_size) + 3 * N_FEATURES
-    head = head_in * p.head_hidden + p.head_hidden + p.head_hidden * 3 + 3
+    head = head_in * 3 + 3 if p.head == "linear" else head_in * p.head_hidden + p.head_hidden + p.head_hidden * 3 + 3
     targets = lora_targets_for_plan(linears, p.lora_targets)
     lora = sum(p.lora_r * (i + o) for leaf, i, o in linears if leaf in targets) if p.lora else 0
     store = DTYPE_BYTES[p.precision]
@@ -309,4 +310,5 @@ def plan_input_from_config(cfg: Any, devices: int = 1) -> PlanInput:
                      batch_size=cfg.batch_size, arch=getattr(cfg, "arch", "cross"),
                      gradient_checkpointing=getattr(cfg, "gradient_checkpointing", False),
                      attn=getattr(cfg, "attn", None) or None, devices=devices,
-                     head_hidden=getattr(cfg, "head_hidden", 256), lora_dropout=getattr(cfg, "lora_dropout", 0.05))
+                     head_hidden=getattr(cfg, "head_hidden", 256), head=getattr(cfg, "head", "mlp"),
+                     lora_dropout=getattr(cfg, "lora_dropout", 0.05))

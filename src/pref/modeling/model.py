@@ -72,19 +72,23 @@ class PrefModel(nn.Module):
         self.head_in = (4 * hidden if arch == "siamese" else hidden) + (3 * N_FEATURES if style else 0)
         if head == "lm":  # three rows of the LM head, filled by lm_head.init_answer_head (or a checkpoint)
             self.head = AnswerHead(hidden, final_softcap(encoder.config))
-        else:
+        elif head == "linear":  # the HF *ForSequenceClassification shape the LMSYS winners trained
+            self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.head_in, 3))
+        elif head == "mlp":
             self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.head_in, head_hidden), nn.GELU(),
                                       nn.Dropout(dropout), nn.Linear(head_hidden, 3))
+        else:
+            raise ValueError(f"head must be mlp, linear or lm, got {head!r}")
         # Standardisation of the style features, fitted on the training split and saved with the weights.
         self.register_buffer("style_mean", torch.zeros(N_FEATURES))
         self.register_buffer("style_std", torch.ones(N_FEATURES))
 
     def start_at_prior(self, prior) -> None:
-        """MLP head: output layer to zero weights and the log prior (A and B shared: the model is
+        """MLP or linear head: output layer to zero weights and the log prior (A and B shared: the model is
         swap-averaged, so an A/B asymmetry in the bias would cancel anyway). Step 0 then predicts
         the class prior whatever the backbone's hidden-state scale, and the first gradients
         reach the output layer only, which then opens the path to the rest."""
-        if self.head_kind != "mlp":
+        if self.head_kind not in ("mlp", "linear"):
             return
         p = torch.as_tensor(prior, dtype=torch.float64)
         p = torch.stack([(p[0] + p[1]) / 2, (p[0] + p[1]) / 2, p[2]])
