@@ -189,3 +189,16 @@ def test_special_values_section_defaults_and_unknown_keys():
         from_dict(Outer, {"inner": 3})
     with pytest.raises(UsageError, match="name: 'z' is not one of x, y"):
         from_dict(Outer, {"name": "z"})
+def test_every_shipped_classifier_config_resolves(tmp_path):
+    """configs/pref/*.yaml are what the README tells users to run: each must load into a
+    PrefConfig with no unknown or mistyped field."""
+    import argparse
+    from src.config import add_config_args, resolve
+    from src.pref.config import PrefConfig
+    paths = sorted((Path(__file__).resolve().parents[1] / "configs" / "pref").glob("*.yaml"))
+    assert len(paths) >= 2
+    for path in paths:
+        ap = argparse.ArgumentParser()
+        add_config_args(ap, PrefConfig)
+        cfg = resolve(PrefConfig, str(path), ap.parse_args([]))
+        assert cfg.model and cfg.max_len >= 16, path
