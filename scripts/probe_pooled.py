@@ -66,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     fold0 = folds[cfg.fold if cfg.fold >= 0 else 0]
     for c in [float(x) for x in own.C.split(",")]:
         r = probe_out_of_fold(pooled, folds, c=c, style=own.with_style)
-        print(f"  C={c:g}: out-of-fold log loss {r.log_loss():.4f} (class prior {r.prior_log_loss():.4f}); "
+        diff, se = r.paired_vs_prior()
+        print(f"  C={c:g}: out-of-fold log loss {r.log_loss():.4f} (class prior {r.prior_log_loss():.4f}, "
+              f"paired {diff:+.4f} +- {se:.4f}); "
               f"fold {cfg.fold if cfg.fold >= 0 else 0} {r.log_loss(fold0):.4f} (prior {r.prior_log_loss(fold0):.4f}); "
               f"accuracy on non-tie rows {non_tie_accuracy(r.oof, labels):.3f}")
     return 0

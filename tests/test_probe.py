@@ -58,6 +58,8 @@ def test_a_planted_signal_beats_the_prior_out_of_fold_and_noise_does_not():
     assert r.log_loss() < r.prior_log_loss() - 0.2 and non_tie_accuracy(r.oof, signal.labels) > 0.8
     assert r0.log_loss() > r0.prior_log_loss() - 0.02 and abs(non_tie_accuracy(r0.oof, noise.labels) - 0.5) < 0.1
     np.testing.assert_allclose(r.oof.sum(1), 1.0, atol=1e-9)
+    diff, se = r.paired_vs_prior()
+    assert diff == pytest.approx(r.log_loss() - r.prior_log_loss()) and 0 < se < abs(diff) / 3
 
 
 def test_the_probe_is_exactly_swap_symmetric_and_scores_each_row_once():

@@ -98,10 +98,20 @@ class ProbeResult:
     def prior_log_loss(self, rows=None) -> float:
         return _nll(self.prior, self.labels, rows)
 
+    def paired_vs_prior(self, rows=None) -> tuple[float, float]:
+        """Mean per-row (probe - prior) log loss over `rows` and its standard error."""
+        rows = np.arange(len(self.labels)) if rows is None else np.asarray(rows)
+        d = _row_nll(self.oof, self.labels)[rows] - _row_nll(self.prior, self.labels)[rows]
+        return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
+
+
+def _row_nll(p: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return -np.log(np.clip(p[np.arange(len(y)), y], 1e-7, 1.0))
+
 
 def _nll(p: np.ndarray, y: np.ndarray, rows) -> float:
     rows = np.arange(len(y)) if rows is None else np.asarray(rows)
-    return float(-np.log(np.clip(p[rows, y[rows]], 1e-7, 1.0)).mean())
+    return float(_row_nll(p, y)[rows].mean())
 
 
 def probe_out_of_fold(p: Pooled, folds: list[np.ndarray], *, c: float, style: bool = False) -> ProbeResult:
