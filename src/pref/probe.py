@@ -18,10 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..data.records import SWAP_COLUMNS
 from .inputs.collate import inference_batches
 from .inputs.encode import PairEncoding
 
-SWAP = np.array([1, 0, 2])  # label / probability column order after exchanging A and B
+SWAP = np.array(SWAP_COLUMNS)  # labels and probability columns after exchanging A and B (0 <-> 1, tie stays)
 
 
 @dataclass
