@@ -15,7 +15,6 @@ picking the best of them is a choice made on the scored rows, and the README say
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 import tempfile
 import time
@@ -36,18 +35,16 @@ def main(argv: list[str] | None = None) -> int:
     cfg, _ = parse_args(rest)
     if not cfg.folds or cfg.folds < 2:
         raise SystemExit("probe_pooled: give --folds K (K >= 2): every row is scored out of fold")
-    import torch
+    from src.data.split import fold_ids
     from src.device import choose_precision, inference_autocast, pick_device
     from src.pref.inputs.encode import encode_pairs
     from src.pref.probe import non_tie_accuracy, pooled_states, probe_out_of_fold
-    from src.pref.train import build, load_records, split
+    from src.pref.train import build, load_records
     with tempfile.TemporaryDirectory() as tmp:
         records = load_records(cfg, Path(tmp))
-    folds = []
-    for f in range(cfg.folds):
-        one = copy.deepcopy(cfg)
-        one.fold = f
-        folds.append(np.asarray(split(one, records)[1]))
+    ids = fold_ids(records, cfg.folds, cfg.seed)  # the folds train_pref's --folds/--fold pick from
+    folds = [np.flatnonzero(ids == f) for f in range(cfg.folds)]
+    shown = cfg.fold if cfg.fold >= 0 else 0
     device = pick_device(cfg.device)
     precision, _ = choose_precision(device, cfg.precision, model=cfg.model)
     t0 = time.time()
@@ -63,13 +60,12 @@ def main(argv: list[str] | None = None) -> int:
           f"(labels A/B/tie {np.bincount(labels, minlength=3).tolist()}), {cfg.folds} prompt-grouped folds, "
           f"pooled dim {pooled.ab.shape[1]}{' + style' if own.with_style else ''}, {device} {precision}, "
           f"load + pool {took:.0f} s")
-    fold0 = folds[cfg.fold if cfg.fold >= 0 else 0]
     for c in [float(x) for x in own.C.split(",")]:
         r = probe_out_of_fold(pooled, folds, c=c, style=own.with_style)
         diff, se = r.paired_vs_prior()
         print(f"  C={c:g}: out-of-fold log loss {r.log_loss():.4f} (class prior {r.prior_log_loss():.4f}, "
               f"paired {diff:+.4f} +- {se:.4f}); "
-              f"fold {cfg.fold if cfg.fold >= 0 else 0} {r.log_loss(fold0):.4f} (prior {r.prior_log_loss(fold0):.4f}); "
+              f"fold {shown} {r.log_loss(folds[shown]):.4f} (prior {r.prior_log_loss(folds[shown]):.4f}); "
               f"accuracy on non-tie rows {non_tie_accuracy(r.oof, labels):.3f}")
     return 0
 

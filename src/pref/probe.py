@@ -5,7 +5,7 @@ One forward pass over every pair (both orders) through the run's own input pipel
 (judge prompt, truncation, pooling), then an L2-regularised logistic regression per
 prompt-grouped fold, scored out of fold against the class prior of the same training
 rows. On this project's 600-row slice of the real dev file it ranked Gemma-3-270M above
-SmolLM2-135M in about 3 minutes a model, before either was fine-tuned (README).
+SmolLM2-135M in 5-6 minutes a model, before either was fine-tuned (README).
 
 Why by hand: scikit-learn fits the probe; what no library does is the swap handling.
 Training rows enter in both orders (labels swapped), and a row's probability is the mean
