@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from src.errors import UsageError
-from src.pref.inference.compare import paired, row_losses
+from src.pref.inference.compare import expand_folds, paired, paired_vs_prior, row_losses
 
 
 def _run(tmp_path, name, ids, probs, labels):
@@ -67,3 +67,48 @@ def test_refuses_runs_of_different_folds_or_counts(tmp_path):
 def test_row_losses_floor_a_zero_probability():
     f = pd.DataFrame({"winner_model_a": [0.0], "winner_model_b": [1.0], "winner_tie": [0.0], "label": [0]})
     assert np.isfinite(row_losses(f)).all()
+
+
+def _with_prior(run, prior):
+    (run / "prior.json").write_text(json.dumps({"prior": list(prior), "source": "training rows"}))
+    return run
+
+
+@settings(max_examples=15, deadline=None)
+@given(n=st.integers(2, 30), seed=st.integers(0, 10_000))
+def test_against_the_prior_is_the_model_minus_each_folds_own_prior(tmp_path_factory, n, seed):
+    tmp = tmp_path_factory.mktemp("p")
+    rng = np.random.default_rng(seed)
+    runs, want = [], []
+    for k in range(2):  # two folds, each with the prior of its own training rows
+        labels, p = rng.integers(0, 3, n), _probs(rng, n)
+        prior = rng.dirichlet([5, 5, 1])
+        runs.append(_with_prior(_run(tmp, f"f{k}", np.arange(k * n, (k + 1) * n), p, labels), prior))
+        want.append(-np.log(p[np.arange(n), labels]) + np.log(prior[labels]))
+    r = paired_vs_prior(runs)
+    d = np.concatenate(want)
+    assert r.n == 2 * n
+    assert r.diff == pytest.approx(d.mean(), abs=1e-9)
+    assert r.se == pytest.approx(d.std(ddof=1) / np.sqrt(2 * n), abs=1e-9)
+
+
+def test_a_kfold_folder_stands_for_its_folds_in_order(tmp_path):
+    rng = np.random.default_rng(1)
+    root_a, root_b = tmp_path / "a", tmp_path / "b"
+    root_a.mkdir(), root_b.mkdir()
+    for k in range(11):  # fold10 sorts after fold9, not after fold1
+        ids, labels = np.arange(k * 4, k * 4 + 4), rng.integers(0, 3, 4)
+        _run(root_a, f"fold{k}", ids, _probs(rng, 4), labels)
+        _run(root_b, f"fold{k}", ids, _probs(rng, 4), labels)
+    folds_a = [root_a / f"fold{k}" for k in range(11)]
+    assert expand_folds([root_a]) == folds_a
+    by_root, by_folds = paired([root_a], [root_b]), paired(folds_a, [root_b / f"fold{k}" for k in range(11)])
+    assert by_root.n == 44
+    assert (by_root.diff, by_root.se) == (by_folds.diff, by_folds.se)
+
+
+def test_against_the_prior_needs_the_runs_prior_json(tmp_path):
+    rng = np.random.default_rng(0)
+    run = _run(tmp_path, "old", np.arange(5), _probs(rng, 5), rng.integers(0, 3, 5))
+    with pytest.raises(UsageError, match=r"old: no prior\.json"):
+        paired_vs_prior([run])

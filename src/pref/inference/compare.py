@@ -5,6 +5,12 @@ the paired per-row difference (same rows, same labels) has a far smaller
 standard error than either figure alone, so it is what decides "better".
 Reads each run's metrics.json (calibrated and uncalibrated figures) and
 val_predictions.csv (the calibrated probabilities, one row per validation id).
+A K-fold run's folder (`--folds K`, all folds) stands for its folds, in order.
+
+The class prior is a baseline of its own (`paired_vs_prior`): each run's prior.json,
+the label shares of the rows it trained on, predicted for every validation row. "Does
+the model beat knowing only how often A, B and ties win?" is the first question on a
+few hundred rows, and the per-fold prior differs with the fold's training rows.
 """
 from __future__ import annotations
 
@@ -41,13 +47,46 @@ def _val_predictions(run: str | Path) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
+def expand_folds(runs: list[str | Path]) -> list[Path]:
+    """Each run as given, except a K-fold run's folder, which becomes its fold folders in order."""
+    out = []
+    for run in runs:
+        rd = RunDir(run)
+        folds = rd.folds()
+        out += [f.root for f in folds] if folds and not rd.val_predictions.is_file() else [Path(run)]
+    return out
+
+
+def prior_predictions(run: str | Path) -> pd.DataFrame:
+    """The run's validation rows with its class prior (prior.json) as every row's prediction."""
+    frame, path = _val_predictions(run), RunDir(run).prior
+    if not path.is_file():  # ensemble.run_prior falls back to other sources; a baseline must be this exact one
+        raise UsageError(f"{run}: no {path.name} (a run trained before the prior was recorded)")
+    prior = np.asarray(json.loads(path.read_text(encoding="utf-8"))["prior"], dtype=np.float64)
+    frame[list(LABEL_NAMES)] = np.tile(prior / prior.sum(), (len(frame), 1))
+    return frame
+
+
 def paired(runs_a: list[str | Path], runs_b: list[str | Path]) -> Paired:
     """Per-row calibrated log loss of B minus A over all folds; fold i of A pairs with fold i of B."""
-    if len(runs_a) != len(runs_b) or not runs_a:
-        raise UsageError(f"compare: {len(runs_a)} runs against {len(runs_b)}: give one B run per A run (fold by fold)")
+    runs_a, runs_b = expand_folds(runs_a), expand_folds(runs_b)
+    return _paired_frames([(str(a), _val_predictions(a)) for a in runs_a],
+                          [(str(b), _val_predictions(b)) for b in runs_b])
+
+
+def paired_vs_prior(runs: list[str | Path]) -> Paired:
+    """Per-row calibrated log loss of the runs minus that of each run's own class prior."""
+    runs = expand_folds(runs)
+    return _paired_frames([(f"{r} prior", prior_predictions(r)) for r in runs],
+                          [(str(r), _val_predictions(r)) for r in runs])
+
+
+def _paired_frames(frames_a: list[tuple[str, pd.DataFrame]], frames_b: list[tuple[str, pd.DataFrame]]) -> Paired:
+    if len(frames_a) != len(frames_b) or not frames_a:
+        raise UsageError(f"compare: {len(frames_a)} runs against {len(frames_b)}: give one B run per A run "
+                         "(fold by fold)")
     la, lb = [], []
-    for a, b in zip(runs_a, runs_b):
-        fa, fb = _val_predictions(a), _val_predictions(b)
+    for (a, fa), (b, fb) in zip(frames_a, frames_b):
         if sorted(fa["id"].astype(str)) != sorted(fb["id"].astype(str)):
             raise UsageError(f"compare: {a} and {b} were scored on different validation rows (not the same fold)")
         fb = fb.set_index(fb["id"].astype(str)).loc[fa["id"].astype(str)].reset_index(drop=True)
