@@ -5,7 +5,8 @@
 
 Fold i of --a pairs with fold i of --b (the same validation rows). A K-fold run's folder
 (`--folds K` with all folds) stands for its folds. --prior takes each --b run's class
-prior (prior.json, the label shares of its training rows) as the A side.
+prior (prior.json, the label shares of its training rows) as the A side, and splits the
+gain into what the run's P(tie) per row earns and what telling A from B earns.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from src.errors import run_cli  # noqa: E402
-from src.pref.inference.compare import expand_folds, fold_figures, paired, paired_vs_prior  # noqa: E402
+from src.pref.inference.compare import expand_folds, fold_figures, paired, paired_vs_prior, split_vs_prior  # noqa: E402
 
 
 def main(argv=None) -> None:
@@ -38,6 +39,10 @@ def main(argv=None) -> None:
         a = "class prior" if args.prior else "A"
         print(f"paired over {p.n} rows (calibrated): {a} {p.mean_a:.4f}  B {p.mean_b:.4f}  "
               f"B - A {p.diff:+.4f} +/- {p.se:.4f} (1 s.e.)")
+        if args.prior:
+            s = split_vs_prior(args.b)
+            print(f"  of which P(tie) per row (A/B split evenly) {s.tie:+.4f} +/- {s.tie_se:.4f}, "
+                  f"telling A from B {s.ab:+.4f} +/- {s.ab_se:.4f}")
 
     sys.exit(run_cli(body))
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from src.errors import UsageError
-from src.pref.inference.compare import expand_folds, paired, paired_vs_prior, row_losses
+from src.pref.inference.compare import expand_folds, paired, paired_vs_prior, row_losses, split_vs_prior
 
 
 def _run(tmp_path, name, ids, probs, labels):
@@ -112,3 +112,30 @@ def test_against_the_prior_needs_the_runs_prior_json(tmp_path):
     run = _run(tmp_path, "old", np.arange(5), _probs(rng, 5), rng.integers(0, 3, 5))
     with pytest.raises(UsageError, match=r"old: no prior\.json"):
         paired_vs_prior([run])
+
+
+@settings(max_examples=15, deadline=None)
+@given(n=st.integers(2, 30), seed=st.integers(0, 10_000))
+def test_the_two_parts_of_the_gain_over_the_prior_sum_to_it(tmp_path_factory, n, seed):
+    tmp = tmp_path_factory.mktemp("s")
+    rng = np.random.default_rng(seed)
+    run = _with_prior(_run(tmp, "r", np.arange(n), _probs(rng, n), rng.integers(0, 3, n)), rng.dirichlet([5, 5, 1]))
+    total, parts = paired_vs_prior([run]), split_vs_prior([run])
+    assert parts.n == total.n == n
+    assert parts.tie + parts.ab == pytest.approx(total.diff, abs=1e-9)
+
+
+def test_only_telling_a_from_b_earns_the_ab_part(tmp_path):
+    rng = np.random.default_rng(3)
+    n, p_tie = 40, 0.1
+    labels = rng.integers(0, 2, n)  # no ties
+    even = np.tile([(1 - p_tie) / 2, (1 - p_tie) / 2, p_tie], (n, 1))
+    knows = even.copy()  # the same P(tie), and 0.7 of the rest on the true winner
+    knows[np.arange(n), labels] = 0.7 * (1 - p_tie)
+    knows[np.arange(n), 1 - labels] = 0.3 * (1 - p_tie)
+    prior = [0.45, 0.45, 0.1]
+    s_even = split_vs_prior([_with_prior(_run(tmp_path, "even", np.arange(n), even, labels), prior)])
+    s_knows = split_vs_prior([_with_prior(_run(tmp_path, "knows", np.arange(n), knows, labels), prior)])
+    assert s_even.ab == 0.0 and s_even.tie == pytest.approx(0.0, abs=1e-12)  # even at the prior's P(tie)
+    assert s_knows.tie == s_even.tie
+    assert s_knows.ab == pytest.approx(-np.log(0.7 / 0.5), abs=1e-9)

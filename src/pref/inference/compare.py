@@ -81,6 +81,35 @@ def paired_vs_prior(runs: list[str | Path]) -> Paired:
                           [(str(r), _val_predictions(r)) for r in runs])
 
 
+@dataclass
+class PriorSplit:
+    """A run's gain over its class prior in two parts that sum to it (per-row means, 1 s.e.):
+    `tie`: the prior -> the run's own P(tie) per row with the rest split evenly between A and B
+    (what knowing which rows tie earns); `ab`: the rest (what telling A from B earns)."""
+    n: int
+    tie: float
+    tie_se: float
+    ab: float
+    ab_se: float
+
+
+def split_vs_prior(runs: list[str | Path]) -> PriorSplit:
+    """On a few hundred pairs whose ties cluster by source, a model can beat the prior by learning
+    which rows never tie without judging A against B at all; this says which of the two it did."""
+    runs = expand_folds(runs)
+    tie_parts, ab_parts = [], []
+    for r in runs:
+        model, prior = _val_predictions(r), prior_predictions(r)
+        even = model.copy()
+        p_tie = model[LABEL_NAMES[2]].to_numpy(float)
+        even[LABEL_NAMES[0]] = even[LABEL_NAMES[1]] = (1.0 - p_tie) / 2
+        tie_parts.append(row_losses(even) - row_losses(prior))
+        ab_parts.append(row_losses(model) - row_losses(even))
+    t, a = np.concatenate(tie_parts), np.concatenate(ab_parts)
+    se = (lambda d: float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan"))  # noqa: E731
+    return PriorSplit(n=len(t), tie=float(t.mean()), tie_se=se(t), ab=float(a.mean()), ab_se=se(a))
+
+
 def _paired_frames(frames_a: list[tuple[str, pd.DataFrame]], frames_b: list[tuple[str, pd.DataFrame]]) -> Paired:
     if len(frames_a) != len(frames_b) or not frames_a:
         raise UsageError(f"compare: {len(frames_a)} runs against {len(frames_b)}: give one B run per A run "
