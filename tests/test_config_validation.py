@@ -189,6 +189,8 @@ def test_special_values_section_defaults_and_unknown_keys():
         from_dict(Outer, {"inner": 3})
     with pytest.raises(UsageError, match="name: 'z' is not one of x, y"):
         from_dict(Outer, {"name": "z"})
+
+
 def test_every_shipped_classifier_config_resolves(tmp_path):
     """configs/pref/*.yaml are what the README tells users to run: each must load into a
     PrefConfig with no unknown or mistyped field."""

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..data.records import SWAP_COLUMNS
+from .inference.compare import standard_error
 from .inputs.collate import inference_batches
 from .inputs.encode import PairEncoding
 
@@ -103,7 +104,7 @@ class ProbeResult:
         """Mean per-row (probe - prior) log loss over `rows` and its standard error."""
         rows = np.arange(len(self.labels)) if rows is None else np.asarray(rows)
         d = _row_nll(self.oof, self.labels)[rows] - _row_nll(self.prior, self.labels)[rows]
-        return float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d)))
+        return float(d.mean()), standard_error(d)
 
 
 def _row_nll(p: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -106,11 +106,12 @@ def split_vs_prior(runs: list[str | Path]) -> PriorSplit:
         tie_parts.append(row_losses(even) - row_losses(prior))
         ab_parts.append(row_losses(model) - row_losses(even))
     t, a = np.concatenate(tie_parts), np.concatenate(ab_parts)
-    return PriorSplit(n=len(t), tie=float(t.mean()), tie_se=_se(t), ab=float(a.mean()), ab_se=_se(a))
+    return PriorSplit(n=len(t), tie=float(t.mean()), tie_se=standard_error(t),
+                      ab=float(a.mean()), ab_se=standard_error(a))
 
 
-def _se(d: np.ndarray) -> float:
-    """Standard error of the mean of per-row differences."""
+def standard_error(d: np.ndarray) -> float:
+    """Standard error of the mean of per-row differences (nan for one row)."""
     return float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
 
 
@@ -129,7 +130,8 @@ def _paired_frames(frames_a: list[tuple[str, pd.DataFrame]], frames_b: list[tupl
         lb.append(row_losses(fb))
     a, b = np.concatenate(la), np.concatenate(lb)
     d = b - a
-    return Paired(n=len(d), mean_a=float(a.mean()), mean_b=float(b.mean()), diff=float(d.mean()), se=_se(d))
+    return Paired(n=len(d), mean_a=float(a.mean()), mean_b=float(b.mean()), diff=float(d.mean()),
+                  se=standard_error(d))
 
 
 def fold_figures(run: str | Path) -> dict:
